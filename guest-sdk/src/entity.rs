@@ -1,0 +1,101 @@
+//! Entities: the UUIDs that locks are taken on.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::bindings::pinlock::host::distributed_lock as wit;
+
+/// The namespace of [`Entity::named`]: `593f8505-bf80-559e-bbe4-abb9a734db20`.
+///
+/// It is UUIDv5 of the name `urn:pinlock:entity` in the URL namespace, and is
+/// fixed for good: every pinlock guest and host derives the same entity from
+/// the same name, so changing it would silently move every named lock.
+pub const PINLOCK_NAMESPACE: Uuid = Uuid::from_u128(0x593f8505_bf80_559e_bbe4_abb9a734db20);
+
+/// The thing a lock is taken on, identified by a UUID.
+///
+/// Locks on the same entity exclude each other across every job of every host
+/// sharing the database. Use the UUID of the record the work is about
+/// (`Entity::from(order_id)`), or [`Entity::named`] for a lock that is about a
+/// name rather than a record (a nightly job, a singleton task).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Entity(Uuid);
+
+impl Entity {
+    /// The entity named `name`: UUIDv5 of `name` in [`PINLOCK_NAMESPACE`].
+    ///
+    /// The same name always gives the same entity, in every job and on every
+    /// host.
+    pub fn named(name: &str) -> Self {
+        Self(Uuid::new_v5(&PINLOCK_NAMESPACE, name.as_bytes()))
+    }
+
+    /// The UUID of this entity.
+    pub const fn uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl From<Uuid> for Entity {
+    fn from(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+}
+
+impl From<Entity> for Uuid {
+    fn from(entity: Entity) -> Self {
+        entity.0
+    }
+}
+
+/// Formats the UUID, hyphenated and lowercase.
+impl fmt::Display for Entity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The WIT record holds the UUID's big-endian halves: `high` is bytes 0..8.
+impl From<Entity> for wit::Entity {
+    fn from(entity: Entity) -> Self {
+        let (high, low) = entity.0.as_u64_pair();
+        Self { high, low }
+    }
+}
+
+impl From<wit::Entity> for Entity {
+    fn from(entity: wit::Entity) -> Self {
+        Self(Uuid::from_u64_pair(entity.high, entity.low))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_is_the_documented_derivation() {
+        assert_eq!(
+            PINLOCK_NAMESPACE,
+            Uuid::new_v5(&Uuid::NAMESPACE_URL, b"urn:pinlock:entity")
+        );
+    }
+
+    #[test]
+    fn wit_halves_are_big_endian() {
+        let uuid = Uuid::from_bytes(core::array::from_fn(|i| i as u8));
+        let wit = wit::Entity::from(Entity::from(uuid));
+        assert_eq!(wit.high, 0x0001_0203_0405_0607);
+        assert_eq!(wit.low, 0x0809_0a0b_0c0d_0e0f);
+        assert_eq!(Entity::from(wit).uuid(), uuid);
+    }
+
+    #[test]
+    fn named_entities_are_stable_v5_uuids() {
+        let entity = Entity::named("nightly-report");
+        assert_eq!(entity, Entity::named("nightly-report"));
+        assert_ne!(entity, Entity::named("nightly-report2"));
+        assert_eq!(entity.uuid().get_version_num(), 5);
+    }
+}

@@ -1,0 +1,53 @@
+//! Builds the WebAssembly guests this crate embeds or tests with: the
+//! `examples/` workers and the fixtures under `tests/guests/`. A nested cargo
+//! with its own target dir (sharing the outer one would deadlock on its lock),
+//! for `wasm32-wasip2`, which produces components directly.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Guest packages built, and the .wasm file each produces.
+const GUESTS: &[(&str, &str)] = &[
+    ("inventory", "inventory.wasm"),
+    ("pinlock-test-scripted", "pinlock_test_scripted.wasm"),
+    ("pinlock-test-bench", "pinlock_test_bench.wasm"),
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir.parent().expect("host/ lives inside the workspace").to_path_buf();
+    for watched in ["wit", "guest-sdk", "examples", "host/tests/guests", "Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    let target_dir = root.join("target").join("guests");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(&root)
+        .args(["build", "--profile", "guest", "--target", "wasm32-wasip2"])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET");
+    for (package, _) in GUESTS {
+        command.args(["-p", package]);
+    }
+    let status = command.status().unwrap_or_else(|e| panic!("cannot run cargo to build the guests: {e}"));
+    if !status.success() {
+        panic!(
+            "building the wasm32-wasip2 guests failed (see above). \
+             Is the target installed? `rustup target add wasm32-wasip2`"
+        );
+    }
+    let out = target_dir.join("wasm32-wasip2").join("guest");
+    for (_, file) in GUESTS {
+        check_exists(&out.join(file));
+    }
+    println!("cargo:rustc-env=PINLOCK_GUESTS_DIR={}", out.display());
+}
+
+fn check_exists(path: &Path) {
+    if !path.is_file() {
+        panic!("guest build did not produce {}", path.display());
+    }
+}

@@ -1,0 +1,84 @@
+//! A host's handle on PostgreSQL: the session pool, the entity key cache and
+//! the limits every job's locks obey. One per host, shared by all jobs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::keys::KeyCache;
+use super::pool::SessionPool;
+use super::{DbConfig, DbError, JobSession, migrate};
+
+/// Limits and defaults of the lock engine.
+#[derive(Debug, Clone)]
+pub struct DbSettings {
+    /// Most PostgreSQL sessions this host keeps open; jobs beyond it wait.
+    pub max_sessions: usize,
+    /// Lock wait limit when a guest gives none.
+    pub default_lock_timeout: Duration,
+    /// Most locks one job may hold at once.
+    pub max_locks_per_job: usize,
+}
+
+impl Default for DbSettings {
+    fn default() -> Self {
+        Self {
+            max_sessions: 16,
+            default_lock_timeout: Duration::from_secs(30),
+            max_locks_per_job: 256,
+        }
+    }
+}
+
+/// The database side of a host.
+pub struct Database {
+    pub(crate) pool: SessionPool,
+    pub(crate) keys: KeyCache,
+    pub(crate) settings: DbSettings,
+}
+
+impl Database {
+    /// A handle that opens sessions on demand. Does no I/O: a database that is
+    /// down shows up as `unavailable` on the first lock call.
+    pub fn new(config: DbConfig, settings: DbSettings) -> Arc<Self> {
+        Arc::new(Self {
+            pool: SessionPool::new(config, settings.max_sessions),
+            keys: KeyCache::default(),
+            settings,
+        })
+    }
+
+    /// Creates or upgrades pinlock's schema (safe with many hosts at once).
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        let (mut client, connection) = self.pool.config().open().await?;
+        let task = tokio::spawn(connection);
+        let result = migrate::migrate(&mut client).await;
+        drop(client);
+        let _ = task.await;
+        result
+    }
+
+    /// A new job's handle: it checks out a session on its first call.
+    pub fn job_session(self: &Arc<Self>, job_id: u64) -> JobSession {
+        JobSession::new(self.clone(), job_id)
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &DbSettings {
+        &self.settings
+    }
+
+    /// Where this host connects (no password).
+    pub fn target(&self) -> String {
+        self.pool.config().display_target()
+    }
+
+    /// The configured session bound.
+    pub fn max_sessions(&self) -> usize {
+        self.pool.max_sessions()
+    }
+
+    /// Sessions opened so far (a measure of churn: a healthy host reuses them).
+    pub fn sessions_opened(&self) -> u64 {
+        self.pool.sessions_opened()
+    }
+}

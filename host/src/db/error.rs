@@ -1,0 +1,106 @@
+//! Error types of the database layer: one for setup (connect, migrate), and
+//! the typed errors a job can branch on (locks, key-value).
+
+use std::time::Duration;
+
+/// SQLSTATE codes pinlock reacts to.
+pub(crate) mod sqlstate {
+    /// `query_canceled`: our cancel request hit the statement.
+    pub const QUERY_CANCELED: &str = "57014";
+    /// `deadlock_detected`.
+    pub const DEADLOCK_DETECTED: &str = "40P01";
+    /// `out_of_memory` / "out of shared memory": the lock table is full.
+    pub const OUT_OF_SHARED_MEMORY: &str = "53200";
+    /// `lock_not_available`: `lock_timeout` expired.
+    pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+}
+
+/// A failure to set up or use the database outside of a job's lock calls.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No session could be opened.
+    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    Connect {
+        /// Where we tried to connect (never includes a password).
+        target: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Opening a session did not finish in time.
+    #[error("connecting to PostgreSQL at {target} timed out after {after:?}")]
+    ConnectTimeout {
+        /// Where we tried to connect.
+        target: String,
+        /// How long we waited.
+        after: Duration,
+    },
+    /// A statement failed.
+    #[error("{context}: {source}")]
+    Query {
+        /// What pinlock was doing.
+        context: &'static str,
+        /// The driver's error (carries the SQLSTATE when the server raised it).
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The configuration is not usable.
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+}
+
+impl DbError {
+    pub(crate) fn query(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DbError {
+        move |source| DbError::Query { context, source }
+    }
+}
+
+/// Why a lock operation failed; mirrors the WIT `lock-error` variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LockError {
+    /// Not granted within the timeout; not held.
+    #[error("timed out waiting for the lock")]
+    Timeout,
+    /// PostgreSQL aborted the wait to break a deadlock; not held.
+    #[error("deadlock detected; the wait was aborted")]
+    Deadlock,
+    /// The session under the job's locks is gone, and the locks with it.
+    #[error("the session holding the lock was lost")]
+    Lost,
+    /// The guest asked for something invalid (the guest's fault).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A host limit would be exceeded.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+    /// The database cannot serve the request (the host's or operator's side).
+    #[error("lock service unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Why a key-value call failed; mirrors the WIT `key-value.error` variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// The bucket name is not acceptable (the guest's fault).
+    #[error("no such store: {0}")]
+    NoSuchStore(String),
+    /// The key or value is not acceptable (the guest's fault).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The database failed (the host's side).
+    #[error("key-value store failed: {0}")]
+    Other(String),
+}
+
+/// Describes a driver error in one line, with its SQLSTATE when there is one.
+pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => err.to_string(),
+    }
+}
+
+/// The SQLSTATE of a server-raised error.
+pub(crate) fn code_of(err: &tokio_postgres::Error) -> Option<&str> {
+    err.code().map(|c| c.code())
+}

@@ -1,0 +1,300 @@
+//! The lock engine: acquire (waiting, cancellable, time-limited), try-acquire,
+//! release and `is_held`, all on the job's pinned session.
+//!
+//! A timed-out wait is cancelled with the session's cancel token and then
+//! awaited to its end, because dropping the future would not stop the server
+//! from granting the lock later. The cancel can race the grant (the same race
+//! `lock_timeout` has, where 55P03 or 57014 arrives with the lock granted), so
+//! after a cancelled wait the session asks `pg_locks` whether it holds the
+//! key and gives it back if so.
+
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::error::{code_of, sqlstate};
+use super::job_session::JobState;
+use super::{JobSession, LockError, Session};
+
+/// How an entity is locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockMode {
+    /// One holder.
+    Exclusive,
+    /// Many holders, no exclusive one.
+    Shared,
+}
+
+impl LockMode {
+    /// The mode's name in `pg_locks.mode`.
+    pub fn pg_name(self) -> &'static str {
+        match self {
+            LockMode::Exclusive => "ExclusiveLock",
+            LockMode::Shared => "ShareLock",
+        }
+    }
+}
+
+/// Identifies one grant within its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GrantId(pub(crate) u64);
+
+/// A granted lock, as handed to the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// Which grant of the job this is.
+    pub id: GrantId,
+    /// The locked entity.
+    pub entity: Uuid,
+    /// The advisory key it maps to.
+    pub key: i64,
+    /// How it is held.
+    pub mode: LockMode,
+    /// The fencing token (from `pinlock.fence`, read after the grant).
+    pub fence: u64,
+}
+
+/// What the job keeps about a grant it holds.
+pub(crate) struct Held {
+    pub(crate) key: i64,
+    pub(crate) mode: LockMode,
+    pub(crate) granted_at: Instant,
+}
+
+impl JobSession {
+    /// Waits for `entity` in `mode`, at most `timeout` (`None`: the host's
+    /// default; zero: do not wait).
+    pub async fn acquire(
+        &self,
+        entity: Uuid,
+        mode: LockMode,
+        timeout: Option<Duration>,
+    ) -> Result<Grant, LockError> {
+        let started = Instant::now();
+        let timeout = timeout.unwrap_or(self.db.settings.default_lock_timeout);
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
+        let key = self.prepare_grant(state, entity).await?;
+        let fence = if state.counts.contains_key(&(key, mode)) {
+            next_fence(state).await?
+        } else if timeout.is_zero() {
+            try_lock(state, key, mode).await?.ok_or(LockError::Timeout)?
+        } else {
+            wait_for_grant(state, key, mode, timeout).await?
+        };
+        Ok(record_grant(state, entity, key, mode, fence, started))
+    }
+
+    /// Takes `entity` in `mode` only if that is possible without waiting.
+    pub async fn try_acquire(&self, entity: Uuid, mode: LockMode) -> Result<Option<Grant>, LockError> {
+        let started = Instant::now();
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
+        let key = self.prepare_grant(state, entity).await?;
+        let fence = if state.counts.contains_key(&(key, mode)) {
+            Some(next_fence(state).await?)
+        } else {
+            try_lock(state, key, mode).await?
+        };
+        Ok(fence.map(|fence| record_grant(state, entity, key, mode, fence, started)))
+    }
+
+    /// Releases one grant. `Lost` when its session was lost before.
+    pub async fn release(&self, id: GrantId) -> Result<(), LockError> {
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
+        if state.lost.remove(&id) {
+            return Err(LockError::Lost);
+        }
+        let Some(held) = state.held.remove(&id) else {
+            return Err(LockError::InvalidInput("this lock was already released".into()));
+        };
+        state.stats.holds.push(held.granted_at.elapsed());
+        let pair = (held.key, held.mode);
+        match state.counts.get_mut(&pair) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                return Ok(());
+            }
+            _ => {
+                state.counts.remove(&pair);
+            }
+        }
+        let session = state.current()?;
+        if session.is_lost() {
+            state.retire_session();
+            return Err(LockError::Lost);
+        }
+        match unlock(session, held.key, held.mode).await {
+            Ok(true) => Ok(()),
+            // The server did not hold it: the session was replaced under us.
+            Ok(false) => Err(LockError::Lost),
+            Err(e) => {
+                let err = state.failure(&e);
+                Err(if matches!(err, LockError::Unavailable(_)) { LockError::Lost } else { err })
+            }
+        }
+    }
+
+    /// Whether the grant is held: granted, not released, and its session is
+    /// not known to be lost. Answers from memory, without a round trip.
+    pub async fn is_held(&self, id: GrantId) -> bool {
+        let state = self.state.lock().await;
+        state.held.contains_key(&id) && state.session.as_ref().is_some_and(|s| !s.is_lost())
+    }
+
+    /// Checks the request and the job's limit, makes sure the job has a
+    /// session and maps the entity to its key.
+    async fn prepare_grant(&self, state: &mut JobState, entity: Uuid) -> Result<i64, LockError> {
+        if entity.is_nil() || entity.is_max() {
+            return Err(LockError::InvalidInput(format!("{entity} is not a lockable entity")));
+        }
+        let limit = self.db.settings.max_locks_per_job;
+        if state.held.len() >= limit {
+            return Err(LockError::LimitExceeded(format!("a job may hold at most {limit} locks")));
+        }
+        state.ensure_session(&self.db).await?;
+        let session = state.current()?;
+        match self.db.keys.key_for(entity, session).await {
+            Ok(key) => Ok(key),
+            Err(e) => Err(state.failure(&e)),
+        }
+    }
+}
+
+fn record_grant(
+    state: &mut JobState,
+    entity: Uuid,
+    key: i64,
+    mode: LockMode,
+    fence: u64,
+    started: Instant,
+) -> Grant {
+    let now = Instant::now();
+    state.stats.waits.push(now - started);
+    *state.counts.entry((key, mode)).or_insert(0) += 1;
+    let id = state.next_grant_id();
+    state.held.insert(id, Held { key, mode, granted_at: now });
+    Grant { id, entity, key, mode, fence }
+}
+
+/// A fencing token for a grant the session already holds on the server.
+async fn next_fence(state: &mut JobState) -> Result<u64, LockError> {
+    let session = state.current()?;
+    let result = session.query_one(&session.stmts.next_fence, &[]).await;
+    match result.and_then(|row| row.try_get::<_, i64>(0)) {
+        Ok(fence) => Ok(fence as u64),
+        Err(e) => Err(state.failure(&e)),
+    }
+}
+
+/// `pg_try_advisory_lock*`: the fence when granted, `None` when taken.
+async fn try_lock(state: &mut JobState, key: i64, mode: LockMode) -> Result<Option<u64>, LockError> {
+    let session = state.current()?;
+    let statement = match mode {
+        LockMode::Exclusive => &session.stmts.try_exclusive,
+        LockMode::Shared => &session.stmts.try_shared,
+    };
+    let result = session.query_one(statement, &[&key]).await;
+    match result.and_then(|row| row.try_get::<_, Option<i64>>(0)) {
+        Ok(fence) => Ok(fence.map(|f| f as u64)),
+        Err(e) => Err(state.failure(&e)),
+    }
+}
+
+/// `pg_advisory_lock*` bounded by `timeout`; on timeout, cancel and settle
+/// the race so that the lock is not held when `Timeout` is returned.
+async fn wait_for_grant(
+    state: &mut JobState,
+    key: i64,
+    mode: LockMode,
+    timeout: Duration,
+) -> Result<u64, LockError> {
+    let waited = {
+        let session = state.current()?;
+        let statement = match mode {
+            LockMode::Exclusive => &session.stmts.lock_exclusive,
+            LockMode::Shared => &session.stmts.lock_shared,
+        };
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
+        let waiting = session.query_one(statement, &params);
+        tokio::pin!(waiting);
+        match tokio::time::timeout(timeout, &mut waiting).await {
+            Ok(answer) => Waited::Answered(answer),
+            Err(_elapsed) if session.cancel_running().await => Waited::Cancelled(waiting.await),
+            Err(_elapsed) => Waited::CancelFailed,
+        }
+    };
+    match waited {
+        Waited::Answered(answer) => match answer.and_then(|row| row.try_get::<_, i64>(0)) {
+            Ok(fence) => Ok(fence as u64),
+            // `lock_timeout` set on the role or database: the same race as a cancel.
+            Err(e) if is_cancel(&e) => give_back_if_held(state, key, mode).await,
+            Err(e) => Err(state.failure(&e)),
+        },
+        // Granted before the cancel arrived: give it back.
+        Waited::Cancelled(Ok(_)) => give_back_raced(state, key, mode).await,
+        // Cancelled, but maybe after the grant: ask the server.
+        Waited::Cancelled(Err(e)) if is_cancel(&e) => give_back_if_held(state, key, mode).await,
+        Waited::Cancelled(Err(e)) => Err(state.failure(&e)),
+        Waited::CancelFailed => {
+            // The wait goes on server-side and only closing the session stops
+            // it (which also drops the job's other locks).
+            state.retire_session();
+            Err(LockError::Unavailable(
+                "lock wait timed out and could not be cancelled; the session was closed".into(),
+            ))
+        }
+    }
+}
+
+/// How a bounded wait ended.
+enum Waited {
+    /// The server answered within the timeout.
+    Answered(Result<tokio_postgres::Row, tokio_postgres::Error>),
+    /// The timeout passed; a cancel was sent and this is how the wait ended.
+    Cancelled(Result<tokio_postgres::Row, tokio_postgres::Error>),
+    /// The timeout passed and no cancel could be sent.
+    CancelFailed,
+}
+
+/// After a cancelled or timed-out wait: the lock may have been granted anyway.
+async fn give_back_if_held(state: &mut JobState, key: i64, mode: LockMode) -> Result<u64, LockError> {
+    let session = state.current()?;
+    match session.query_one(&session.stmts.holds, &[&key, &mode.pg_name()]).await {
+        Ok(row) if row.try_get::<_, bool>(0).unwrap_or(true) => give_back_raced(state, key, mode).await,
+        Ok(_) => Err(LockError::Timeout),
+        Err(e) => Err(state.failure(&e)),
+    }
+}
+
+/// Unlocks a grant that arrived after its requester timed out, and reports
+/// the timeout. A cancel that lands on the unlock itself is retried once.
+async fn give_back_raced(state: &mut JobState, key: i64, mode: LockMode) -> Result<u64, LockError> {
+    let session = state.current()?;
+    let mut result = unlock(session, key, mode).await;
+    if matches!(&result, Err(e) if is_cancel(e)) {
+        result = unlock(session, key, mode).await;
+    }
+    match result {
+        Ok(_) => Err(LockError::Timeout),
+        Err(e) => {
+            // Cannot prove it is not held: close the session.
+            let _ = state.failure(&e);
+            state.retire_session();
+            Err(LockError::Timeout)
+        }
+    }
+}
+
+async fn unlock(session: &Session, key: i64, mode: LockMode) -> Result<bool, tokio_postgres::Error> {
+    let statement = match mode {
+        LockMode::Exclusive => &session.stmts.unlock_exclusive,
+        LockMode::Shared => &session.stmts.unlock_shared,
+    };
+    session.query_one(statement, &[&key]).await?.try_get(0)
+}
+
+fn is_cancel(err: &tokio_postgres::Error) -> bool {
+    matches!(code_of(err), Some(sqlstate::QUERY_CANCELED | sqlstate::LOCK_NOT_AVAILABLE))
+}

@@ -1,0 +1,28 @@
+//! Everything PostgreSQL: sessions, migrations, entity keys, the lock engine,
+//! the key-value table and the view of held locks.
+//!
+//! Nothing in here knows about WebAssembly. The runtime calls in through
+//! [`Database`] (one per host, shared by all jobs) and [`JobSession`] (one
+//! per job: the job's pinned session, its locks and its key-value calls).
+
+mod connect;
+mod database;
+mod error;
+mod job_session;
+mod keys;
+mod kv;
+mod locks;
+mod migrate;
+mod observe;
+mod pool;
+mod session;
+mod sql;
+
+pub use connect::DbConfig;
+pub use database::{Database, DbSettings};
+pub use error::{DbError, KvError, LockError};
+pub use kv::validate_bucket;
+pub use job_session::{JobSession, LockStats, ReleaseOutcome};
+pub use locks::{Grant, GrantId, LockMode};
+pub use observe::{HeldLock, list_advisory_locks};
+pub use session::Session;

@@ -1,0 +1,81 @@
+//! Every SQL statement pinlock runs, in one place. All of them take their
+//! values as parameters; nothing is ever formatted into SQL text.
+
+/// Migration lock: the two-int4 advisory key space, which never overlaps the
+/// bigint space that entity keys use. 0x70696e6c is "pinl".
+pub const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(1885957740, 0)";
+
+/// Schema migrations, applied in order, each once.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: entity keys, fencing tokens, key-value state.
+    "CREATE TABLE pinlock.entity_keys (
+         entity uuid PRIMARY KEY,
+         key bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+         created_at timestamptz NOT NULL DEFAULT now()
+     );
+     CREATE SEQUENCE pinlock.fence;
+     CREATE TABLE pinlock.kv (
+         bucket text NOT NULL,
+         key text NOT NULL,
+         value bytea NOT NULL,
+         updated_at timestamptz NOT NULL DEFAULT now(),
+         PRIMARY KEY (bucket, key)
+     );",
+];
+
+pub const CREATE_SCHEMA: &str = "CREATE SCHEMA IF NOT EXISTS pinlock;
+     CREATE TABLE IF NOT EXISTS pinlock.schema_version (version int NOT NULL)";
+pub const SCHEMA_VERSION: &str = "SELECT coalesce(max(version), 0) FROM pinlock.schema_version";
+pub const RECORD_VERSION: &str = "INSERT INTO pinlock.schema_version (version) VALUES ($1)";
+
+/// Entity → key, inserting the mapping if it is new. `DO UPDATE` (not
+/// `DO NOTHING`) so that the row comes back even when another host inserted
+/// it concurrently.
+pub const UPSERT_KEY: &str = "INSERT INTO pinlock.entity_keys (entity) VALUES ($1)
+     ON CONFLICT (entity) DO UPDATE SET entity = EXCLUDED.entity RETURNING key";
+
+// Lock statements. The fencing token is read from the sequence after the
+// grant (OFFSET 0 keeps the planner from merging the two levels, and CASE
+// evaluates its branch only after its condition), so a token is always
+// greater than any token read by an earlier holder.
+pub const LOCK_EXCLUSIVE: &str =
+    "SELECT nextval('pinlock.fence') FROM (SELECT pg_advisory_lock($1) OFFSET 0) AS granted";
+pub const LOCK_SHARED: &str =
+    "SELECT nextval('pinlock.fence') FROM (SELECT pg_advisory_lock_shared($1) OFFSET 0) AS granted";
+pub const TRY_EXCLUSIVE: &str =
+    "SELECT CASE WHEN pg_try_advisory_lock($1) THEN nextval('pinlock.fence') END";
+pub const TRY_SHARED: &str =
+    "SELECT CASE WHEN pg_try_advisory_lock_shared($1) THEN nextval('pinlock.fence') END";
+pub const NEXT_FENCE: &str = "SELECT nextval('pinlock.fence')";
+pub const UNLOCK_EXCLUSIVE: &str = "SELECT pg_advisory_unlock($1)";
+pub const UNLOCK_SHARED: &str = "SELECT pg_advisory_unlock_shared($1)";
+pub const UNLOCK_ALL: &str = "SELECT pg_advisory_unlock_all()";
+/// Whether this session holds the bigint advisory lock `$1` in mode `$2`
+/// ('ExclusiveLock' or 'ShareLock'). Used after a cancelled wait, whose
+/// outcome the error alone does not tell.
+pub const HOLDS: &str = "SELECT EXISTS (
+         SELECT 1 FROM pg_locks
+         WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+           AND objsubid = 1 AND classid = ($1::int8 >> 32)::oid AND objid = ($1::int8 & 4294967295)::oid
+           AND mode = $2)";
+
+pub const KV_GET: &str = "SELECT value FROM pinlock.kv WHERE bucket = $1 AND key = $2";
+pub const KV_SET: &str = "INSERT INTO pinlock.kv (bucket, key, value) VALUES ($1, $2, $3)
+     ON CONFLICT (bucket, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()";
+pub const KV_DELETE: &str = "DELETE FROM pinlock.kv WHERE bucket = $1 AND key = $2";
+pub const KV_EXISTS: &str =
+    "SELECT EXISTS (SELECT 1 FROM pinlock.kv WHERE bucket = $1 AND key = $2)";
+
+/// Every advisory lock in this database, held or awaited, with its entity
+/// when the key is one of ours and the holder's identity.
+pub const LIST_LOCKS: &str = "SELECT l.pid, coalesce(a.application_name, ''), l.mode, l.granted,
+            (l.classid::int8 << 32) | l.objid::int8 AS key, l.objsubid::int4,
+            k.entity, a.client_addr::text,
+            extract(epoch FROM now() - coalesce(a.state_change, now()))::float8
+       FROM pg_locks l
+       LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+       LEFT JOIN pinlock.entity_keys k
+              ON l.objsubid = 1 AND k.key = (l.classid::int8 << 32) | l.objid::int8
+      WHERE l.locktype = 'advisory'
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      ORDER BY key, l.granted DESC, l.pid";

@@ -1,0 +1,59 @@
+//! The `pinlock` command: parse flags, pick a command, report errors.
+
+mod cli;
+mod config;
+
+use clap::{Parser, Subcommand};
+
+/// Run sandboxed WebAssembly jobs that hold distributed locks on PostgreSQL.
+#[derive(Parser)]
+#[command(name = "pinlock", version, about)]
+struct Cli {
+    #[command(flatten)]
+    settings: config::Settings,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run N jobs of a worker component, C at a time, and summarize them.
+    Run(cli::run::RunArgs),
+    /// Show what locks do: the inventory example with and without locks.
+    Demo(cli::demo::DemoArgs),
+    /// List the advisory locks held and awaited in the database right now.
+    Locks(cli::locks::LocksArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => cli::run::run(&cli.settings, args).await,
+            Command::Demo(args) => cli::demo::run(&cli.settings, args).await,
+            Command::Locks(args) => cli::locks::run(&cli.settings, args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Run summaries: jobs ok and failed, failures grouped by kind, lock wait and
+//! hold percentiles (HDR histograms), wall time and throughput.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::runtime::JobOutcome;
+
+/// Percentiles of a set of durations, in microseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    /// How many samples.
+    pub count: u64,
+    /// Median.
+    pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Largest.
+    pub max_us: f64,
+}
+
+/// Collects durations into an HDR histogram (1 µs .. 1 h, 3 significant digits).
+pub struct Recorder {
+    histogram: Option<Histogram<u64>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self { histogram: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).ok() }
+    }
+}
+
+impl Recorder {
+    /// Adds one sample.
+    pub fn record(&mut self, d: Duration) {
+        if let Some(h) = self.histogram.as_mut() {
+            let _ = h.record((d.as_nanos() as u64).clamp(1, 3_600_000_000_000));
+        }
+    }
+
+    /// The percentiles so far.
+    pub fn percentiles(&self) -> Percentiles {
+        let Some(h) = self.histogram.as_ref().filter(|h| !h.is_empty()) else {
+            return Percentiles::default();
+        };
+        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Percentiles {
+            count: h.len(),
+            p50_us: us(0.5),
+            p90_us: us(0.9),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+            max_us: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// The summary of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Jobs finished.
+    pub jobs: u64,
+    /// Jobs that returned output.
+    pub ok: u64,
+    /// Jobs that did not.
+    pub failed: u64,
+    /// Failed jobs by kind of failure.
+    pub failures: BTreeMap<String, u64>,
+    /// Lock waits (acquire call to grant).
+    pub lock_wait: Percentiles,
+    /// Lock holds (grant to release).
+    pub lock_hold: Percentiles,
+    /// Job durations.
+    pub job: Percentiles,
+    /// Wall time of the run, in seconds.
+    pub wall_secs: f64,
+    /// Jobs per second.
+    pub jobs_per_sec: f64,
+}
+
+/// Builds a [`Summary`] from outcomes as they arrive.
+#[derive(Default)]
+pub struct SummaryBuilder {
+    ok: u64,
+    failed: u64,
+    failures: BTreeMap<String, u64>,
+    wait: Recorder,
+    hold: Recorder,
+    job: Recorder,
+}
+
+impl SummaryBuilder {
+    /// Counts one outcome.
+    pub fn add(&mut self, outcome: &JobOutcome) {
+        match &outcome.result {
+            Ok(_) => self.ok += 1,
+            Err(e) => {
+                self.failed += 1;
+                *self.failures.entry(e.kind()).or_default() += 1;
+            }
+        }
+        outcome.locks.waits.iter().for_each(|d| self.wait.record(*d));
+        outcome.locks.holds.iter().for_each(|d| self.hold.record(*d));
+        self.job.record(outcome.duration);
+    }
+
+    /// The summary, given the run's wall time.
+    pub fn finish(self, wall: Duration) -> Summary {
+        let jobs = self.ok + self.failed;
+        let wall_secs = wall.as_secs_f64();
+        Summary {
+            jobs,
+            ok: self.ok,
+            failed: self.failed,
+            failures: self.failures,
+            lock_wait: self.wait.percentiles(),
+            lock_hold: self.hold.percentiles(),
+            job: self.job.percentiles(),
+            wall_secs,
+            jobs_per_sec: if wall_secs > 0.0 { jobs as f64 / wall_secs } else { 0.0 },
+        }
+    }
+}
+
+/// A duration in µs as a short human string.
+pub fn human_us(us: f64) -> String {
+    if us >= 1_000_000.0 {
+        format!("{:.2} s", us / 1_000_000.0)
+    } else if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "jobs: {} ok, {} failed, {:.2} s wall, {:.0} jobs/s",
+            self.ok, self.failed, self.wall_secs, self.jobs_per_sec
+        )?;
+        for (kind, count) in &self.failures {
+            writeln!(f, "  {count} × {kind}")?;
+        }
+        if self.lock_wait.count > 0 {
+            writeln!(
+                f,
+                "lock wait: p50 {} p99 {}   hold: p50 {} p99 {}   ({} grants)",
+                human_us(self.lock_wait.p50_us),
+                human_us(self.lock_wait.p99_us),
+                human_us(self.lock_hold.p50_us),
+                human_us(self.lock_hold.p99_us),
+                self.lock_wait.count
+            )?;
+        }
+        write!(f, "job time: p50 {} p99 {}", human_us(self.job.p50_us), human_us(self.job.p99_us))
+    }
+}

@@ -1,0 +1,128 @@
+//! `pinlock:host/distributed-lock`: entities in, [`crate::db::JobSession`]
+//! grants out as `lock-guard` resources. A guard's drop hook releases it; the
+//! job's end releases whatever drop hooks never got to (a trapped guest runs
+//! none).
+
+use std::time::Duration;
+
+use tracing::Instrument;
+use uuid::Uuid;
+use wasmtime::component::Resource;
+
+use super::JobState;
+use super::bindings::pinlock::host::distributed_lock::{Entity, Host, HostLockGuard, LockError, LockMode};
+use crate::db;
+
+/// The host side of a `lock-guard` resource.
+pub struct GuardHandle {
+    grant: db::Grant,
+}
+
+fn entity_to_uuid(entity: Entity) -> Uuid {
+    Uuid::from_u64_pair(entity.high, entity.low)
+}
+
+fn uuid_to_entity(uuid: Uuid) -> Entity {
+    let (high, low) = uuid.as_u64_pair();
+    Entity { high, low }
+}
+
+fn mode_from_wit(mode: LockMode) -> db::LockMode {
+    match mode {
+        LockMode::Exclusive => db::LockMode::Exclusive,
+        LockMode::Shared => db::LockMode::Shared,
+    }
+}
+
+fn mode_to_wit(mode: db::LockMode) -> LockMode {
+    match mode {
+        db::LockMode::Exclusive => LockMode::Exclusive,
+        db::LockMode::Shared => LockMode::Shared,
+    }
+}
+
+/// Every lock failure is reported to the guest as a value; none traps.
+fn to_wit(err: db::LockError) -> LockError {
+    match err {
+        db::LockError::Timeout => LockError::Timeout,
+        db::LockError::Deadlock => LockError::Deadlock,
+        db::LockError::Lost => LockError::Lost,
+        db::LockError::InvalidInput(m) => LockError::InvalidInput(m),
+        db::LockError::LimitExceeded(m) => LockError::LimitExceeded(m),
+        db::LockError::Unavailable(m) => LockError::Unavailable(m),
+    }
+}
+
+impl JobState {
+    fn guard(&mut self, grant: db::Grant) -> wasmtime::Result<Resource<GuardHandle>> {
+        Ok(self.table.push(GuardHandle { grant })?)
+    }
+}
+
+impl Host for JobState {
+    async fn acquire(
+        &mut self,
+        entity: Entity,
+        mode: LockMode,
+        timeout_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<Resource<GuardHandle>, LockError>> {
+        let entity = entity_to_uuid(entity);
+        let span = tracing::debug_span!("acquire", job = self.job_id, %entity, ?mode);
+        let timeout = timeout_ms.map(Duration::from_millis);
+        let granted = self.db.acquire(entity, mode_from_wit(mode), timeout).instrument(span).await;
+        match granted {
+            Ok(grant) => Ok(Ok(self.guard(grant)?)),
+            Err(e) => Ok(Err(to_wit(e))),
+        }
+    }
+
+    async fn try_acquire(
+        &mut self,
+        entity: Entity,
+        mode: LockMode,
+    ) -> wasmtime::Result<Result<Option<Resource<GuardHandle>>, LockError>> {
+        let entity = entity_to_uuid(entity);
+        let span = tracing::debug_span!("try_acquire", job = self.job_id, %entity, ?mode);
+        let granted = self.db.try_acquire(entity, mode_from_wit(mode)).instrument(span).await;
+        match granted {
+            Ok(Some(grant)) => Ok(Ok(Some(self.guard(grant)?))),
+            Ok(None) => Ok(Ok(None)),
+            Err(e) => Ok(Err(to_wit(e))),
+        }
+    }
+}
+
+impl HostLockGuard for JobState {
+    async fn entity(&mut self, guard: Resource<GuardHandle>) -> wasmtime::Result<Entity> {
+        Ok(uuid_to_entity(self.table.get(&guard)?.grant.entity))
+    }
+
+    async fn mode(&mut self, guard: Resource<GuardHandle>) -> wasmtime::Result<LockMode> {
+        Ok(mode_to_wit(self.table.get(&guard)?.grant.mode))
+    }
+
+    async fn fencing_token(&mut self, guard: Resource<GuardHandle>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&guard)?.grant.fence)
+    }
+
+    async fn is_held(&mut self, guard: Resource<GuardHandle>) -> wasmtime::Result<bool> {
+        let id = self.table.get(&guard)?.grant.id;
+        Ok(self.db.is_held(id).await)
+    }
+
+    async fn release(&mut self, guard: Resource<GuardHandle>) -> wasmtime::Result<Result<(), LockError>> {
+        let grant = self.table.delete(guard)?.grant;
+        let span = tracing::debug_span!("release", job = self.job_id, entity = %grant.entity);
+        Ok(self.db.release(grant.id).instrument(span).await.map_err(to_wit))
+    }
+
+    async fn drop(&mut self, guard: Resource<GuardHandle>) -> wasmtime::Result<()> {
+        let grant = self.table.delete(guard)?.grant;
+        let span = tracing::debug_span!("drop", job = self.job_id, entity = %grant.entity);
+        if let Err(err) = self.db.release(grant.id).instrument(span).await {
+            // A drop cannot report; the guest learns of loss through is-held.
+            tracing::debug!(job = self.job_id, %err, "release on drop failed");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,27 @@
+//! `pinlock:host/logging`: guest log lines go to the host's tracing output,
+//! tagged with the job id.
+
+use super::JobState;
+use super::bindings::pinlock::host::logging::{Host, Level};
+
+/// Longest log line kept; the rest is cut.
+const MAX_LINE: usize = 4096;
+
+impl Host for JobState {
+    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let mut end = message.len().min(MAX_LINE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let message = &message[..end];
+        let job = self.job_id;
+        match level {
+            Level::Trace => tracing::trace!(target: "pinlock::guest", job, "{message}"),
+            Level::Debug => tracing::debug!(target: "pinlock::guest", job, "{message}"),
+            Level::Info => tracing::info!(target: "pinlock::guest", job, "{message}"),
+            Level::Warn => tracing::warn!(target: "pinlock::guest", job, "{message}"),
+            Level::Error => tracing::error!(target: "pinlock::guest", job, "{message}"),
+        }
+        Ok(())
+    }
+}

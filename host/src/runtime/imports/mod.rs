@@ -1,0 +1,101 @@
+//! The host side of the `worker` world: the generated bindings and the
+//! per-job state (`JobState`) that every import is implemented on, one WIT
+//! interface per file. Imports are thin: translate WIT values, call
+//! [`crate::db::JobSession`], map errors. A trap is raised only for a host
+//! bug (a handle missing from the resource table); everything a guest or the
+//! database can cause comes back as a WIT error value.
+
+mod distributed_lock;
+mod key_value;
+mod logging;
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::db::JobSession;
+
+/// Generated from `wit/`; the WIT types stop at this module.
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "worker",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "pinlock:host/distributed-lock.lock-guard": super::distributed_lock::GuardHandle,
+            "pinlock:host/key-value.bucket": super::key_value::BucketHandle,
+        },
+    });
+}
+
+/// Most resources (guards, buckets, WASI handles) one job may have open.
+const MAX_RESOURCES: usize = 4096;
+/// How much of a job's stderr is kept for its error report.
+const STDERR_CAPTURE: usize = 16 << 10;
+
+/// Everything a job's `Store` holds.
+pub(crate) struct JobState {
+    pub(crate) job_id: u64,
+    pub(crate) db: Arc<JobSession>,
+    pub(crate) table: ResourceTable,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) limits: JobLimiter,
+    pub(crate) stderr: MemoryOutputPipe,
+}
+
+impl JobState {
+    pub(crate) fn new(job_id: u64, db: Arc<JobSession>, memory_limit: usize) -> Self {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        // No files, no network, no environment: only clocks, randomness and stderr.
+        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        Self { job_id, db, table, wasi, limits: JobLimiter::new(memory_limit), stderr }
+    }
+}
+
+impl WasiView for JobState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Enforces the job's memory limit and remembers whether it was hit, so a
+/// trap that follows a refused allocation is reported as the limit.
+pub(crate) struct JobLimiter {
+    memory_limit: usize,
+    pub(crate) memory_exceeded: bool,
+}
+
+impl JobLimiter {
+    fn new(memory_limit: usize) -> Self {
+        Self { memory_limit, memory_exceeded: false }
+    }
+}
+
+impl wasmtime::ResourceLimiter for JobLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}

@@ -1,0 +1,140 @@
+//! One job: a fresh `Store` and instance, the memory limit, the wall-clock
+//! limit, cancellation — and, whatever happened, the release of every lock the
+//! job still holds before its outcome is returned.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use wasmtime::Store;
+
+use super::imports::JobState;
+use super::{Runtime, Worker};
+use crate::db::{JobSession, LockStats, ReleaseOutcome};
+
+/// How a job failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// The guest returned an error message.
+    #[error("job failed: {0}")]
+    Failed(String),
+    /// The guest trapped (a panic, an unreachable, a host bug).
+    #[error("job trapped: {0}")]
+    Trap(String),
+    /// The guest ran past its wall-clock limit.
+    #[error("job exceeded its time limit of {0:?}")]
+    TimeLimit(Duration),
+    /// The guest tried to use more memory than allowed.
+    #[error("job exceeded its memory limit of {0} bytes")]
+    MemoryLimit(usize),
+    /// The host stopped the job.
+    #[error("job cancelled")]
+    Cancelled,
+    /// The instance could not be created.
+    #[error("job could not start: {0}")]
+    Instantiate(String),
+}
+
+impl JobError {
+    /// A short name for grouping failures in summaries.
+    pub fn kind(&self) -> String {
+        match self {
+            JobError::Failed(m) => format!("failed: {m}"),
+            JobError::Trap(_) => "trap".into(),
+            JobError::TimeLimit(_) => "time limit".into(),
+            JobError::MemoryLimit(_) => "memory limit".into(),
+            JobError::Cancelled => "cancelled".into(),
+            JobError::Instantiate(_) => "instantiate".into(),
+        }
+    }
+}
+
+/// Everything known about a finished job.
+#[derive(Debug)]
+pub struct JobOutcome {
+    /// The job's id.
+    pub job_id: u64,
+    /// The output bytes, or why there are none.
+    pub result: Result<Vec<u8>, JobError>,
+    /// Wall time from start to locks released.
+    pub duration: Duration,
+    /// What the end-of-job release did.
+    pub release: ReleaseOutcome,
+    /// Lock wait and hold times.
+    pub locks: LockStats,
+}
+
+/// How the guest call ended, before it is classified.
+enum Ended {
+    Returned(Result<Vec<u8>, String>),
+    Trapped(wasmtime::Error),
+    StartFailed(wasmtime::Error),
+    TimedOut,
+    Cancelled,
+}
+
+impl Runtime {
+    /// Runs one job of `worker` with `input`. Always releases the job's
+    /// locks before returning, whether the guest returned, failed, trapped,
+    /// ran out of time or memory, or `cancel` fired.
+    pub async fn run_job(
+        &self,
+        worker: &Worker,
+        db: Arc<JobSession>,
+        input: &[u8],
+        cancel: &CancellationToken,
+    ) -> JobOutcome {
+        let started = Instant::now();
+        let job_id = db.job_id();
+        let limit = self.settings.time_limit;
+        let mut store = Store::new(&self.engine, JobState::new(job_id, db.clone(), self.settings.memory_limit));
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_async_yield_and_update(1);
+
+        let ended = {
+            let call = async {
+                let instance = match worker.pre.instantiate_async(&mut store).await {
+                    Ok(instance) => instance,
+                    Err(e) => return Ended::StartFailed(e),
+                };
+                match instance.call_run(&mut store, input).await {
+                    Ok(returned) => Ended::Returned(returned),
+                    Err(trap) => Ended::Trapped(trap),
+                }
+            };
+            tokio::select! {
+                ended = tokio::time::timeout(limit, call) => ended.unwrap_or(Ended::TimedOut),
+                () = cancel.cancelled() => Ended::Cancelled,
+            }
+        };
+        let result = match ended {
+            Ended::Returned(Ok(output)) => Ok(output),
+            Ended::Returned(Err(message)) => Err(JobError::Failed(message)),
+            Ended::Trapped(_) if store.data().limits.memory_exceeded => {
+                Err(JobError::MemoryLimit(self.settings.memory_limit))
+            }
+            Ended::Trapped(trap) => Err(JobError::Trap(describe_trap(&trap, &store))),
+            Ended::StartFailed(e) => Err(JobError::Instantiate(format!("{e:#}"))),
+            Ended::TimedOut => Err(JobError::TimeLimit(limit)),
+            Ended::Cancelled => Err(JobError::Cancelled),
+        };
+        // The guest is gone (its drop hooks may never have run): release
+        // everything it held before reporting.
+        drop(store);
+        let release = db.release_all().await;
+        if let ReleaseOutcome::Closed { reason } = &release {
+            tracing::debug!(job = job_id, %reason, "job session closed");
+        }
+        let locks = db.stats().await;
+        JobOutcome { job_id, result, duration: started.elapsed(), release, locks }
+    }
+}
+
+/// The trap and the end of what the guest wrote to stderr (its panic message).
+fn describe_trap(trap: &wasmtime::Error, store: &Store<JobState>) -> String {
+    let stderr = store.data().stderr.contents();
+    let stderr = String::from_utf8_lossy(&stderr);
+    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let root = trap.root_cause().to_string();
+    if last.is_empty() { root } else { format!("{root}; guest stderr: {last}") }
+}

@@ -1,0 +1,12 @@
+//! Everything wasmtime: the engine, loaded workers, one job's store and its
+//! imports. No SQL here: lock and key-value calls go through
+//! [`crate::db::JobSession`].
+
+mod engine;
+mod imports;
+mod job;
+mod worker;
+
+pub use engine::{Runtime, RuntimeError, RuntimeSettings};
+pub use job::{JobError, JobOutcome};
+pub use worker::{Worker, WorkerError};

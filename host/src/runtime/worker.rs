@@ -1,0 +1,87 @@
+//! A loaded worker: a component compiled once, checked against the `worker`
+//! world, and pre-instantiated so each job only pays for a fresh instance.
+
+use std::path::Path;
+
+use wasmtime::component::Component;
+
+use super::Runtime;
+use super::imports::{JobState, bindings};
+
+/// Why a file cannot be run as a worker (always the file's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not WebAssembly at all.
+    #[error("not a WebAssembly file (no \\0asm header)")]
+    NotWasm,
+    /// A core module, not a component.
+    #[error(
+        "this is a core WebAssembly module, not a component; build the worker with \
+         `cargo build --target wasm32-wasip2` (a cdylib using pinlock-guest)"
+    )]
+    CoreModule,
+    /// WebAssembly that does not compile.
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    /// A component of another world.
+    #[error("not a pinlock worker (world pinlock:host/worker): {0}")]
+    WrongWorld(String),
+}
+
+/// A component ready to run jobs.
+pub struct Worker {
+    pub(crate) pre: bindings::WorkerPre<JobState>,
+    name: String,
+    size: usize,
+}
+
+impl Worker {
+    /// The name it was loaded under (the file name, or given).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The component's size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
+impl Runtime {
+    /// Loads a worker from a `.wasm` file.
+    pub fn load_file(&self, path: &Path) -> Result<Worker, WorkerError> {
+        let bytes = std::fs::read(path)
+            .map_err(|source| WorkerError::Read { path: path.display().to_string(), source })?;
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        self.load(&name, &bytes)
+    }
+
+    /// Compiles `bytes` and checks it is a worker.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Worker, WorkerError> {
+        const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(WorkerError::NotWasm);
+        }
+        if bytes[4..8] == CORE_VERSION {
+            return Err(WorkerError::CoreModule);
+        }
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| WorkerError::Invalid(format!("{e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
+        let pre = bindings::WorkerPre::new(instance_pre)
+            .map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
+        Ok(Worker { pre, name: name.to_owned(), size: bytes.len() })
+    }
+}
