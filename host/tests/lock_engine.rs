@@ -1,0 +1,250 @@
+//! The lock engine (`db::JobSession`) against real PostgreSQL, without wasm:
+//! pinning, timeouts and their race with the grant, fencing, stacking,
+//! limits, the session bound, migrations and key mapping.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use pinlock::db::{Database, DbConfig, DbSettings, LockError, LockMode};
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_lock_stays_on_one_backend_from_grant_to_release() {
+    let db = database().await;
+    let observer = observer().await;
+    let job = job(&db);
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let grant_a = job.acquire(a, LockMode::Exclusive, None).await.expect("a");
+    let pid = job.backend_pid().await.expect("session");
+    job.kv_set("pinning", &a.to_string(), b"x").await.expect("kv");
+    let grant_b = job.acquire(b, LockMode::Shared, None).await.expect("b");
+    assert_eq!(job.backend_pid().await, Some(pid), "every call of the job stays on one session");
+    for (entity, mode) in [(a, "ExclusiveLock"), (b, "ShareLock")] {
+        let rows = locks_on(&observer, key_of(&observer, entity).await).await;
+        assert_eq!(rows, vec![LockRow { pid, mode: mode.into(), granted: true }]);
+    }
+    job.release(grant_a.id).await.expect("release a");
+    job.release(grant_b.id).await.expect("release b");
+    assert_eq!(job.backend_pid().await, Some(pid));
+    assert!(locks_on(&observer, key_of(&observer, a).await).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn try_acquire_never_waits_and_reports_taken() {
+    let db = database().await;
+    let (holder, other) = (job(&db), job(&db));
+    let entity = Uuid::new_v4();
+    let held = holder.try_acquire(entity, LockMode::Exclusive).await.expect("free");
+    assert!(held.is_some());
+    let started = Instant::now();
+    assert_eq!(other.try_acquire(entity, LockMode::Shared).await, Ok(None));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    holder.release_all().await;
+    assert!(other.try_acquire(entity, LockMode::Shared).await.expect("free again").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timed_out_wait_is_typed_and_leaves_nothing_held() {
+    let db = database().await;
+    let observer = observer().await;
+    let entity = Uuid::new_v4();
+    let key = key_of(&observer, entity).await;
+    observer.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("hold");
+    let waiter = job(&db);
+    let started = Instant::now();
+    let result = waiter.acquire(entity, LockMode::Exclusive, Some(Duration::from_millis(150))).await;
+    assert_eq!(result, Err(LockError::Timeout));
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    observer.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.expect("unlock");
+    // The cancelled wait must not be granted later.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(locks_on(&observer, key).await.is_empty(), "the cancelled wait was granted after all");
+    // The session is still usable.
+    assert!(waiter.acquire(entity, LockMode::Exclusive, None).await.is_ok());
+}
+
+/// The grant and the timeout race: the holder releases just as the waiter's
+/// timeout fires. Whatever the waiter is told must match what the server holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn timeout_racing_the_grant_never_leaves_a_stray_lock() {
+    let db = database().await;
+    let observer = observer().await;
+    let (mut timeouts, mut grants) = (0, 0);
+    for round in 0..40u64 {
+        let entity = Uuid::new_v4();
+        let key = key_of(&observer, entity).await;
+        observer.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("hold");
+        let waiter = job(&db);
+        let wait = {
+            let waiter = waiter.clone();
+            tokio::spawn(async move { waiter.acquire(entity, LockMode::Exclusive, Some(Duration::from_millis(30))).await })
+        };
+        // Release around the moment the timeout fires (27..33 ms).
+        tokio::time::sleep(Duration::from_micros(27_000 + (round % 7) * 1_000)).await;
+        observer.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.expect("unlock");
+        let result = wait.await.expect("task");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let rows = locks_on(&observer, key).await;
+        match result {
+            Ok(_) => {
+                grants += 1;
+                assert_eq!(rows.len(), 1, "granted: exactly the waiter holds it");
+            }
+            Err(LockError::Timeout) => {
+                timeouts += 1;
+                assert!(rows.is_empty(), "timed out, yet the server holds it: {rows:?}");
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+        waiter.release_all().await;
+    }
+    eprintln!("race rounds: {grants} granted, {timeouts} timed out");
+}
+
+/// Why the engine cancels instead of dropping the wait: the naive way (drop
+/// the future on timeout) leaves the server to grant the lock later.
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_a_waiting_future_is_not_enough() {
+    let observer = observer().await;
+    let (naive, connection) = tokio_postgres::connect(&database_url(), NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let naive_pid: i32 = naive.query_one("SELECT pg_backend_pid()", &[]).await.expect("pid").get(0);
+    let key = key_of(&observer, Uuid::new_v4()).await;
+    observer.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("hold");
+    let waited = tokio::time::timeout(Duration::from_millis(100), naive.execute("SELECT pg_advisory_lock($1)", &[&key])).await;
+    assert!(waited.is_err(), "the naive wait timed out client-side");
+    observer.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.expect("unlock");
+    let rows = wait_for_locks(&observer, key, |rows| rows.iter().any(|r| r.granted)).await;
+    assert_eq!(rows.first().map(|r| (r.pid, r.granted)), Some((naive_pid, true)), "the dropped wait got the lock");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fencing_tokens_increase_across_holders_and_hosts() {
+    let (host_a, host_b) = (database().await, database().await);
+    let entity = Uuid::new_v4();
+    let mut last = 0;
+    for round in 0..10 {
+        let db = if round % 2 == 0 { &host_a } else { &host_b };
+        let job = job(db);
+        let grant = job.acquire(entity, LockMode::Exclusive, None).await.expect("grant");
+        assert!(grant.fence > last, "token {} after {last}", grant.fence);
+        last = grant.fence;
+        job.release_all().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_entity_twice_in_one_job_needs_two_releases() {
+    let db = database().await;
+    let observer = observer().await;
+    let job = job(&db);
+    let entity = Uuid::new_v4();
+    let key = key_of(&observer, entity).await;
+    let first = job.acquire(entity, LockMode::Exclusive, None).await.expect("first");
+    let second = job.acquire(entity, LockMode::Exclusive, Some(Duration::ZERO)).await.expect("stacked");
+    assert!(second.fence > first.fence);
+    job.release(first.id).await.expect("release first");
+    assert_eq!(locks_on(&observer, key).await.len(), 1, "still held by the second grant");
+    assert!(job.is_held(second.id).await);
+    job.release(second.id).await.expect("release second");
+    assert!(locks_on(&observer, key).await.is_empty());
+    assert!(matches!(job.release(second.id).await, Err(LockError::InvalidInput(_))), "double release");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_entities_and_limits_are_typed_errors() {
+    let db = database_with(DbSettings { max_locks_per_job: 3, ..DbSettings::default() }).await;
+    let job = job(&db);
+    assert!(matches!(job.acquire(Uuid::nil(), LockMode::Exclusive, None).await, Err(LockError::InvalidInput(_))));
+    assert!(matches!(job.try_acquire(Uuid::max(), LockMode::Shared).await, Err(LockError::InvalidInput(_))));
+    for _ in 0..3 {
+        job.acquire(Uuid::new_v4(), LockMode::Shared, None).await.expect("within the limit");
+    }
+    assert!(matches!(
+        job.acquire(Uuid::new_v4(), LockMode::Shared, None).await,
+        Err(LockError::LimitExceeded(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_beyond_the_session_bound_wait_instead_of_failing() {
+    let db = database_with(DbSettings { max_sessions: 1, ..DbSettings::default() }).await;
+    let first = job(&db);
+    first.acquire(Uuid::new_v4(), LockMode::Exclusive, None).await.expect("first");
+    let second = job(&db);
+    let waiting = tokio::spawn(async move {
+        let started = Instant::now();
+        second.acquire(Uuid::new_v4(), LockMode::Exclusive, None).await.map(|_| started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "the second job must wait for the only session");
+    first.release_all().await;
+    let waited = waiting.await.expect("task").expect("granted once the session is free");
+    assert!(waited >= Duration::from_millis(200));
+    assert_eq!(db.sessions_opened(), 1, "the session was reused, not reopened");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_database_is_unavailable_not_a_crash() {
+    let config = DbConfig::parse("host=127.0.0.1 port=1 user=postgres dbname=test").expect("config");
+    let db = Database::new(config, DbSettings::default());
+    assert!(db.migrate().await.is_err());
+    let job = job(&db);
+    match job.acquire(Uuid::new_v4(), LockMode::Exclusive, None).await {
+        Err(LockError::Unavailable(message)) => assert!(message.contains("127.0.0.1:1"), "{message}"),
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert!(job.kv_get("bucket", "key").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_hosts_migrate_an_empty_database_cleanly() {
+    let admin = observer().await;
+    let name = format!("pinlock_migrate_{}", Uuid::new_v4().simple());
+    admin.execute(&format!("CREATE DATABASE {name}"), &[]).await.expect("create database");
+    let url = format!("{} dbname={name}", database_url().replace("dbname=test", ""));
+    let migrations = (0..8).map(|_| {
+        let db = Database::new(DbConfig::parse(&url).expect("url"), DbSettings::default());
+        tokio::spawn(async move { db.migrate().await })
+    });
+    let results = futures_util::future::join_all(migrations).await;
+    admin.execute(&format!("DROP DATABASE {name} WITH (FORCE)"), &[]).await.expect("drop database");
+    for result in results {
+        result.expect("task").expect("every host migrates cleanly");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entity_keys_are_stable_across_hosts_and_distinct() {
+    let (host_a, host_b) = (database().await, database().await);
+    let observer = observer().await;
+    let entity = Uuid::new_v4();
+    let (ja, jb) = (job(&host_a), job(&host_b));
+    let a = ja.acquire(entity, LockMode::Shared, None).await.expect("a");
+    let b = jb.acquire(entity, LockMode::Shared, None).await.expect("b");
+    assert_eq!(a.key, b.key);
+    assert_eq!(a.key, key_of(&observer, entity).await);
+    let other = ja.acquire(Uuid::new_v4(), LockMode::Shared, None).await.expect("other");
+    assert_ne!(other.key, a.key);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_value_round_trip_and_validation() {
+    let db = database().await;
+    let job = job(&db);
+    let key = Uuid::new_v4().to_string();
+    assert_eq!(job.kv_get("kv-test", &key).await, Ok(None));
+    assert_eq!(job.kv_exists("kv-test", &key).await, Ok(false));
+    job.kv_set("kv-test", &key, b"one").await.expect("set");
+    job.kv_set("kv-test", &key, b"two").await.expect("overwrite");
+    assert_eq!(job.kv_get("kv-test", &key).await, Ok(Some(b"two".to_vec())));
+    assert_eq!(job.kv_exists("kv-test", &key).await, Ok(true));
+    job.kv_delete("kv-test", &key).await.expect("delete");
+    job.kv_delete("kv-test", &key).await.expect("deleting a missing key is fine");
+    assert_eq!(job.kv_get("kv-test", &key).await, Ok(None));
+    assert!(matches!(job.kv_get("", &key).await, Err(pinlock::db::KvError::NoSuchStore(_))));
+    assert!(matches!(job.kv_set("kv-test", "", b"v").await, Err(pinlock::db::KvError::InvalidInput(_))));
+}
