@@ -130,11 +130,14 @@ impl Runtime {
     }
 }
 
-/// The trap and the end of what the guest wrote to stderr (its panic message).
+/// The trap and the end of what the guest wrote to stderr (a Rust panic
+/// writes "thread … panicked at FILE:LINE:COL:" and the message there).
 fn describe_trap(trap: &wasmtime::Error, store: &Store<JobState>) -> String {
     let stderr = store.data().stderr.contents();
     let stderr = String::from_utf8_lossy(&stderr);
-    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let lines: Vec<&str> =
+        stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("note: run with")).collect();
+    let tail = lines[lines.len().saturating_sub(2)..].join(" ");
     let root = trap.root_cause().to_string();
-    if last.is_empty() { root } else { format!("{root}; guest stderr: {last}") }
+    if tail.is_empty() { root } else { format!("{root}; guest stderr: {tail}") }
 }

@@ -1,0 +1,53 @@
+//! What the run ran on: cores, CPU model, memory, the PostgreSQL version, and
+//! this process's resident memory (read from /proc).
+
+use serde::Serialize;
+
+use super::floor::FloorConn;
+
+/// The machine and server a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// `available_parallelism`.
+    pub cores: usize,
+    /// `model name` from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// `MemTotal` from /proc/meminfo, in MiB.
+    pub memory_mib: u64,
+    /// `SELECT version()`.
+    pub postgres: String,
+    /// The server's `max_connections`.
+    pub max_connections: String,
+}
+
+impl Machine {
+    /// Reads the machine facts and asks the server for its version.
+    pub async fn describe(conn: &FloorConn) -> anyhow::Result<Self> {
+        let version = conn.client().query_one("SELECT version(), current_setting('max_connections')", &[]).await?;
+        Ok(Self {
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpu_model: cpu_model().unwrap_or_else(|| "unknown".into()),
+            memory_mib: proc_kib("/proc/meminfo", "MemTotal:").unwrap_or(0) / 1024,
+            postgres: version.try_get(0)?,
+            max_connections: version.try_get(1)?,
+        })
+    }
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_owned())
+}
+
+/// This process's resident memory, in KiB (`VmRSS`), or 0 if unknown.
+pub fn rss_kib() -> u64 {
+    proc_kib("/proc/self/status", "VmRSS:").unwrap_or(0)
+}
+
+/// A `Name:  123 kB` field of a /proc file.
+fn proc_kib(path: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
+}

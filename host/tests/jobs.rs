@@ -1,0 +1,290 @@
+//! Guest-visible behaviour, driving real components (the scripted fixture
+//! under tests/guests/scripted) against real PostgreSQL: locks released on
+//! every kind of job end, shared/exclusive semantics, try and timeout,
+//! fencing, deadlock, lost sessions, and bad input that leaves the host serving.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pinlock::db::{Database, DbConfig, DbSettings};
+use pinlock::runtime::{JobError, WorkerError};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Runs a job that takes a lock on a fresh entity and then ends by `ending`.
+/// While it runs the lock is visible in `pg_locks` (so the check below could
+/// fail); once the job's outcome is back, nothing holds the key.
+async fn assert_released_after(ending: Value, expected: fn(&Result<Vec<u8>, JobError>) -> bool) {
+    let db = database().await;
+    let observer = observer().await;
+    let entity = Uuid::new_v4();
+    let key = key_of(&observer, entity).await;
+    let steps = json!([{"op": "acquire", "entity": entity}, {"op": "sleep", "ms": 200}, ending]);
+    let job = tokio::spawn({
+        let db = db.clone();
+        async move { run_script(&db, steps).await }
+    });
+    let during = wait_for_locks(&observer, key, |rows| !rows.is_empty()).await;
+    assert!(during.iter().any(|r| r.granted), "the job holds the lock while it runs");
+    let outcome = job.await.expect("job task");
+    assert!(expected(&outcome.result), "unexpected outcome {:?}", outcome.result);
+    assert_eq!(locks_on(&observer, key).await, vec![], "the lock outlived the job ({:?})", outcome.result);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locks_are_released_when_the_job_returns() {
+    assert_released_after(json!({"op": "echo"}), |r| r.is_ok()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locks_are_released_when_the_job_returns_an_error() {
+    assert_released_after(json!({"op": "fail", "message": "boom"}), |r| {
+        *r == Err(JobError::Failed("boom".into()))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locks_are_released_when_the_guest_traps() {
+    assert_released_after(json!({"op": "panic"}), |r| {
+        matches!(r, Err(JobError::Trap(message)) if message.contains("panicked"))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locks_are_released_when_the_guest_spins_past_its_time_limit() {
+    assert_released_after(json!({"op": "spin"}), |r| matches!(r, Err(JobError::TimeLimit(_)))).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locks_are_released_when_the_guest_exceeds_its_memory_limit() {
+    assert_released_after(json!({"op": "oom"}), |r| matches!(r, Err(JobError::MemoryLimit(_)))).await;
+}
+
+/// The job is killed by its time limit while waiting in `pg_advisory_lock`:
+/// the wait is cancelled and is never granted afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_killed_while_waiting_for_a_lock_never_gets_it_later() {
+    let db = database().await;
+    let observer = observer().await;
+    let (mine, contended) = (Uuid::new_v4(), Uuid::new_v4());
+    let (mine_key, contended_key) = (key_of(&observer, mine).await, key_of(&observer, contended).await);
+    observer.execute("SELECT pg_advisory_lock($1)", &[&contended_key]).await.expect("hold");
+    let steps = json!([
+        {"op": "acquire", "entity": mine},
+        {"op": "acquire", "entity": contended, "timeout_ms": 600_000},
+    ]);
+    let outcome = run_script(&db, steps).await;
+    assert!(matches!(outcome.result, Err(JobError::TimeLimit(_))), "{:?}", outcome.result);
+    assert_eq!(locks_on(&observer, mine_key).await, vec![]);
+    observer.execute("SELECT pg_advisory_unlock($1)", &[&contended_key]).await.expect("unlock");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(locks_on(&observer, contended_key).await, vec![], "the abandoned wait was granted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_job_releases_its_locks() {
+    let db = database().await;
+    let observer = observer().await;
+    let entity = Uuid::new_v4();
+    let key = key_of(&observer, entity).await;
+    let cancel = CancellationToken::new();
+    let job = tokio::spawn({
+        let (db, cancel) = (db.clone(), cancel.clone());
+        async move {
+            let steps = json!([{"op": "acquire", "entity": entity}, {"op": "sleep", "ms": 10_000}]);
+            run_script_cancellable(&db, steps, &cancel).await
+        }
+    });
+    wait_for_locks(&observer, key, |rows| !rows.is_empty()).await;
+    cancel.cancel();
+    let outcome = job.await.expect("job task");
+    assert_eq!(outcome.result, Err(JobError::Cancelled));
+    assert_eq!(locks_on(&observer, key).await, vec![]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_holders_coexist_and_exclusive_waits_for_them() {
+    let db = database().await;
+    let observer = observer().await;
+    let entity = Uuid::new_v4();
+    let key = key_of(&observer, entity).await;
+    let shared = json!([{"op": "acquire", "entity": entity, "mode": "shared"}, {"op": "sleep", "ms": 600}]);
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (db, steps) = (db.clone(), shared.clone());
+            tokio::spawn(async move { run_script(&db, steps).await })
+        })
+        .collect();
+    let rows = wait_for_locks(&observer, key, |rows| rows.iter().filter(|r| r.granted).count() == 4).await;
+    assert_eq!(rows.iter().filter(|r| r.granted && r.mode == "ShareLock").count(), 4, "{rows:?}");
+    // An exclusive request waits while the readers hold it.
+    let writer = tokio::spawn({
+        let db = db.clone();
+        async move { run_script(&db, json!([{"op": "acquire", "entity": entity, "timeout_ms": 2500}, {"op": "sleep", "ms": 300}])).await }
+    });
+    let rows = wait_for_locks(&observer, key, |rows| rows.iter().any(|r| !r.granted)).await;
+    assert!(rows.iter().any(|r| !r.granted && r.mode == "ExclusiveLock"), "writer waits: {rows:?}");
+    for reader in readers {
+        results(&reader.await.expect("reader"));
+    }
+    // Once the writer holds it, a shared request waits (and here times out).
+    wait_for_locks(&observer, key, |rows| rows.iter().any(|r| r.granted && r.mode == "ExclusiveLock")).await;
+    let late = run_script(&db, json!([{"op": "acquire", "entity": entity, "mode": "shared", "timeout_ms": 100}])).await;
+    assert_eq!(results(&late)[0], json!({"err": "timeout"}));
+    let writer = writer.await.expect("writer");
+    assert!(results(&writer)[0]["ok"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn try_acquire_and_timeout_from_a_guest() {
+    let db = database().await;
+    let observer = observer().await;
+    let entity = Uuid::new_v4();
+    let key = key_of(&observer, entity).await;
+    observer.execute("SELECT pg_advisory_lock_shared($1)", &[&key]).await.expect("hold shared");
+    let outcome = run_script(
+        &db,
+        json!([
+            {"op": "try", "entity": entity},
+            {"op": "try", "entity": entity, "mode": "shared"},
+            {"op": "acquire", "entity": entity, "timeout_ms": 150},
+        ]),
+    )
+    .await;
+    let results = results(&outcome);
+    assert_eq!(results[0], json!({"none": true}), "exclusive is taken by the shared holder");
+    assert!(results[1]["ok"].is_object(), "shared is compatible: {}", results[1]);
+    assert_eq!(results[2], json!({"err": "timeout"}));
+    let rows = locks_on(&observer, key).await;
+    assert_eq!(rows.len(), 1, "only the observer holds it after the job: {rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fencing_tokens_increase_across_successive_jobs() {
+    let db = database().await;
+    let entity = Uuid::new_v4();
+    let holders: Vec<_> = (0..6)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                run_script(&db, json!([{"op": "acquire", "entity": entity}, {"op": "sleep", "ms": 20}])).await
+            })
+        })
+        .collect();
+    let mut fences = Vec::new();
+    for holder in holders {
+        let outcome = holder.await.expect("job");
+        let stats = &outcome.locks;
+        fences.push((stats.waits[0], fence(&results(&outcome)[0])));
+    }
+    // The one that waited longer was granted later and got a larger token.
+    fences.sort();
+    assert!(fences.windows(2).all(|w| w[0].1 < w[1].1), "{fences:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deadlock_is_reported_to_one_guest() {
+    let db = database().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let crossed = |first: Uuid, second: Uuid| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            run_script(
+                &db,
+                json!([
+                    {"op": "acquire", "entity": first},
+                    {"op": "sleep", "ms": 200},
+                    {"op": "acquire", "entity": second, "timeout_ms": 2500},
+                ]),
+            )
+            .await
+        })
+    };
+    let (one, two) = (crossed(a, b), crossed(b, a));
+    let outcomes = [one.await.expect("one"), two.await.expect("two")];
+    let seconds: Vec<Value> = outcomes.iter().map(|o| results(o)[2].clone()).collect();
+    assert!(seconds.contains(&json!({"err": "deadlock"})), "{seconds:?}");
+    assert!(seconds.iter().any(|r| r["ok"].is_object()), "the other one proceeds: {seconds:?}");
+}
+
+/// The session under a held lock is terminated: the guest's guard turns to
+/// not-held and its release reports `lost`. The twin run without the kill
+/// keeps the lock and releases cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_session_turns_the_guard_to_lost() {
+    for kill in [true, false] {
+        let db = database().await;
+        let observer = observer().await;
+        let entity = Uuid::new_v4();
+        let key = key_of(&observer, entity).await;
+        let job = tokio::spawn({
+            let db = db.clone();
+            async move {
+                let steps = json!([
+                    {"op": "acquire", "entity": entity},
+                    {"op": "wait_until_lost", "slot": 0, "max_ms": 1500},
+                    {"op": "release", "slot": 0},
+                ]);
+                run_script(&db, steps).await
+            }
+        });
+        let rows = wait_for_locks(&observer, key, |rows| !rows.is_empty()).await;
+        if kill {
+            observer.execute("SELECT pg_terminate_backend($1)", &[&rows[0].pid]).await.expect("terminate");
+        }
+        let results = results(&job.await.expect("job"));
+        if kill {
+            assert_eq!(results[1], json!({"held": false}));
+            assert_eq!(results[2], json!({"err": "lost"}));
+        } else {
+            assert_eq!(results[1], json!({"held": true}));
+            assert_eq!(results[2], json!({"released": true}));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_a_clear_error_and_the_host_keeps_serving() {
+    let runtime = runtime();
+    assert!(matches!(runtime.load("text", b"hello, not wasm"), Err(WorkerError::NotWasm)));
+    assert!(matches!(runtime.load("core", b"\0asm\x01\0\0\0"), Err(WorkerError::CoreModule)));
+    // An empty component: valid, but not of the worker world.
+    assert!(matches!(runtime.load("empty", b"\0asm\x0d\0\x01\0"), Err(WorkerError::WrongWorld(_))));
+    assert!(matches!(runtime.load("broken", b"\0asm\x0d\0\x01\0\xff\xff"), Err(WorkerError::Invalid(_))));
+
+    let db = database().await;
+    let good = Uuid::new_v4();
+    let outcome = run_script(
+        &db,
+        json!([
+            {"op": "acquire", "entity": Uuid::nil()},
+            {"op": "acquire", "entity": good},
+            {"op": "kv_set", "bucket": "", "key": "k", "value": "v"},
+        ]),
+    )
+    .await;
+    let results = results(&outcome);
+    assert_eq!(results[0], json!({"err": "invalid-input"}));
+    assert!(results[1]["ok"].is_object(), "the job goes on after a refused entity");
+    assert_eq!(results[2], json!({"err": "no-such-store"}));
+
+    // A host whose database is unreachable reports `unavailable` to the guest…
+    let down = Database::new(
+        DbConfig::parse("host=127.0.0.1 port=1 user=postgres").expect("config"),
+        DbSettings::default(),
+    );
+    let outcome = run_script(&down, json!([{"op": "acquire", "entity": Uuid::new_v4()}])).await;
+    assert_eq!(results_of(&outcome)[0], json!({"err": "unavailable"}));
+    // …and the same runtime keeps serving jobs on a healthy database.
+    let outcome = run_script(&db, json!([{"op": "acquire", "entity": Uuid::new_v4()}])).await;
+    assert!(results_of(&outcome)[0]["ok"].is_object());
+}
+
+fn results_of(outcome: &pinlock::runtime::JobOutcome) -> Vec<Value> {
+    results(outcome)
+}
