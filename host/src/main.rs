@@ -24,6 +24,8 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// List the advisory locks held and awaited in the database right now.
     Locks(cli::locks::LocksArgs),
+    /// Measure pinlock against raw PostgreSQL, in the same run.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +49,7 @@ fn main() -> std::process::ExitCode {
             Command::Run(args) => cli::run::run(&cli.settings, args).await,
             Command::Demo(args) => cli::demo::run(&cli.settings, args).await,
             Command::Locks(args) => cli::locks::run(&cli.settings, args).await,
+            Command::Bench(args) => cli::bench::run(&cli.settings, args).await,
         }
     });
     match result {

@@ -36,6 +36,9 @@ pub struct DemoArgs {
     /// Orders processed at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Always run against a throwaway cluster (needs PostgreSQL server binaries).
+    #[arg(long)]
+    pub throwaway_db: bool,
 }
 
 /// What one round (locked or not) did.
@@ -46,9 +49,19 @@ struct Round {
     summary: Summary,
 }
 
-/// Runs the demo; exit code 1 if the locked round was not exact.
+/// Runs the demo; exit code 1 if the locked round was not exact. Ctrl-C
+/// stops it cleanly (a throwaway cluster is stopped and removed).
 pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let (config, _cluster) = database(settings).await?;
+    let (config, cluster) = database(settings, args.throwaway_db).await?;
+    let result = tokio::select! {
+        result = rounds(settings, &args, config) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    drop(cluster);
+    result
+}
+
+async fn rounds(settings: &Settings, args: &DemoArgs, config: DbConfig) -> anyhow::Result<ExitCode> {
     let runtime = Arc::new(Runtime::new(settings.runtime_settings(args.concurrency))?);
     let worker = Arc::new(runtime.load("inventory", INVENTORY_WASM)?);
     let db = Database::new(config, settings.db_settings());
@@ -61,8 +74,8 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
         db.target()
     );
 
-    let locked = round(&runtime, &worker, &db, &args, false).await?;
-    let unlocked = round(&runtime, &worker, &db, &args, true).await?;
+    let locked = round(&runtime, &worker, &db, args, false).await?;
+    let unlocked = round(&runtime, &worker, &db, args, true).await?;
     let exact = locked.sold + locked.left == args.stock && locked.sold <= args.stock;
     println!(
         "  with locks     sold {:>4}, refused {:>4}, stock left {:>4}  {}",
@@ -99,14 +112,18 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
 
 /// The configured database, or a throwaway one when nothing answers and no
 /// database was named.
-async fn database(settings: &Settings) -> anyhow::Result<(DbConfig, Option<ScratchCluster>)> {
+async fn database(settings: &Settings, throwaway: bool) -> anyhow::Result<(DbConfig, Option<ScratchCluster>)> {
     let config = settings.db_config()?;
-    let Err(unreachable) = config.ping().await else {
-        return Ok((config, None));
+    let unreachable = match throwaway {
+        true => "a throwaway database was asked for".to_owned(),
+        false => match config.ping().await {
+            Ok(()) => return Ok((config, None)),
+            Err(e) if settings.database_given() => {
+                return Err(e).context("the database you named does not answer");
+            }
+            Err(e) => e.to_string(),
+        },
     };
-    if settings.database_given() {
-        return Err(unreachable).context("the database you named does not answer");
-    }
     let Some(bin) = ScratchCluster::find_server() else {
         bail!(
             "{unreachable}\nNo PostgreSQL answers at {} and no server binaries are installed to start one.\n\
@@ -115,7 +132,7 @@ async fn database(settings: &Settings) -> anyhow::Result<(DbConfig, Option<Scrat
             config.display_target()
         );
     };
-    println!("no PostgreSQL at {}; starting a throwaway cluster from {}", config.display_target(), bin.display());
+    println!("{unreachable}: starting a throwaway PostgreSQL cluster from {}", bin.display());
     let cluster = ScratchCluster::start(&bin)?;
     let mut scratch = DbConfig::parse(&cluster.url)?;
     scratch.set_application_name(&settings.host_name());

@@ -5,6 +5,7 @@
 //! grant: the unlock round trip, the server's wake-up of the waiter, and the
 //! waiter's side of the answer.
 
+use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -107,7 +108,7 @@ async fn floor_run(host: &Host, app: &str, key: i64, waiters: usize, rounds: usi
     futures_util::future::join_all(tasks)
         .await
         .into_iter()
-        .map(|joined| joined.map_err(anyhow::Error::from)?)
+        .map(|joined| joined.context("a floor task panicked")?)
         .collect()
 }
 

@@ -1,0 +1,129 @@
+//! `pinlock bench`: pinlock measured against raw PostgreSQL (the floor) in the
+//! same run, so that the machine's noise lands on both. Six scenarios, one
+//! file each; the floor, the pinlock host, statistics, the machine facts and
+//! the report have a file each too.
+//!
+//! Every entity is a fresh random UUID and every floor key a random bigint in
+//! [2^62, 2^63), which pinlock's entity keys (an identity counting from 1)
+//! never reach: nothing collides with other users of the database. Warm-ups
+//! are never recorded. The targets are reported, not asserted: the command
+//! fails only when something could not run.
+
+mod floor;
+mod handoff;
+mod harness;
+mod held;
+mod machine;
+mod mapping;
+mod overhead;
+mod plan;
+mod report;
+mod stats;
+mod throughput;
+mod uncontended;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::Settings;
+use floor::FloorConn;
+use harness::Host;
+use machine::Machine;
+use plan::Plan;
+use report::{Results, RunSettings};
+
+/// PostgreSQL keeps this many bytes of `application_name`.
+const APPLICATION_NAME_MAX: usize = 63;
+
+/// Arguments of `pinlock bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A short run (well under a minute), for CI.
+    #[arg(long)]
+    pub quick: bool,
+    /// Print every figure as one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write every figure as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub save: Option<PathBuf>,
+}
+
+/// Runs every scenario and prints the table (or JSON).
+pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let plan = Plan::new(args.quick);
+    let config = settings.db_config()?;
+    let app = application_name(&settings.host_name());
+    let runtime_settings = settings.runtime_settings(plan.max_concurrent_jobs());
+    let run_settings = RunSettings {
+        database: config.display_target(),
+        application_name: app.clone(),
+        max_sessions: settings.max_sessions,
+        lock_timeout_ms: settings.lock_timeout_ms,
+        time_limit_ms: settings.time_limit_ms,
+        memory_limit_mib: settings.memory_limit_mib,
+        max_concurrent_jobs: runtime_settings.max_concurrent_jobs as usize,
+        release_build: !cfg!(debug_assertions),
+    };
+    let host = Host::new(config.clone(), settings.db_settings(), runtime_settings)?;
+    host.database(1).migrate().await.context("preparing the database")?;
+    let machine = Machine::describe(&FloorConn::connect(&config, &app, "info").await?).await?;
+    eprintln!("pinlock bench: {} cores, {}; {}", machine.cores, machine.cpu_model, machine.postgres);
+
+    let started = Instant::now();
+    step(1, "uncontended latency");
+    let uncontended = uncontended::run(&host, &plan, &app).await.context("scenario 1 (uncontended latency)")?;
+    step(2, "throughput");
+    let throughput = throughput::run(&host, &plan, &app).await.context("scenario 2 (throughput)")?;
+    step(3, "contended hand-off");
+    let handoff = handoff::run(&host, &plan, &app).await.context("scenario 3 (hand-off)")?;
+    step(4, "job overhead");
+    let overhead = overhead::run(&host, &plan, machine.cores).await.context("scenario 4 (job overhead)")?;
+    step(5, "many held locks");
+    let held = held::run(&host, &plan, &app).await.context("scenario 5 (held locks)")?;
+    step(6, "entity mapping");
+    let mapping = mapping::run(&host, &plan).await.context("scenario 6 (entity mapping)")?;
+
+    let results = Results {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        targets: report::check_targets(&uncontended, &throughput, &handoff, &overhead),
+        machine,
+        settings: run_settings,
+        plan,
+        uncontended,
+        throughput,
+        handoff,
+        overhead,
+        held,
+        mapping,
+        wall_secs: started.elapsed().as_secs_f64(),
+    };
+    if let Some(path) = &args.save {
+        let json = serde_json::to_vec_pretty(&results)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&results)?);
+    } else {
+        print!("{}", report::render(&results));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Progress on stderr.
+fn step(number: usize, what: &str) {
+    eprintln!("  scenario {number}/6: {what}");
+}
+
+/// `name` cut to what PostgreSQL keeps, as [`pinlock::db::DbConfig`] does.
+fn application_name(name: &str) -> String {
+    let mut end = name.len().min(APPLICATION_NAME_MAX);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_owned()
+}

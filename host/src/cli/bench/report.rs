@@ -1,0 +1,279 @@
+//! Everything a run measured, as one JSON-ready value, and its rendering as
+//! the table `pinlock bench` prints: one block per scenario, then the targets
+//! and whether each was met.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use pinlock::report::human_us;
+
+use super::handoff::Handoff;
+use super::held::Held;
+use super::machine::Machine;
+use super::mapping::Mapping;
+use super::overhead::Overhead;
+use super::plan::Plan;
+use super::throughput::Throughput;
+use super::uncontended::Uncontended;
+
+/// The settings a run used.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSettings {
+    /// `user@host:port/db`.
+    pub database: String,
+    /// This host's `application_name`.
+    pub application_name: String,
+    /// `--max-sessions` (scenarios 2 and 3 raise it to C or N).
+    pub max_sessions: usize,
+    /// `--lock-timeout-ms`.
+    pub lock_timeout_ms: u64,
+    /// `--time-limit-ms`.
+    pub time_limit_ms: u64,
+    /// `--memory-limit-mib`.
+    pub memory_limit_mib: usize,
+    /// Instances the runtime's pool holds.
+    pub max_concurrent_jobs: usize,
+    /// Whether the binary was built with optimizations.
+    pub release_build: bool,
+}
+
+/// Every figure of a run.
+#[derive(Debug, Serialize)]
+pub struct Results {
+    /// The command line that produced it.
+    pub command: String,
+    /// Where it ran.
+    pub machine: Machine,
+    /// With which settings.
+    pub settings: RunSettings,
+    /// How much of each scenario.
+    pub plan: Plan,
+    /// Scenario 1.
+    pub uncontended: Uncontended,
+    /// Scenario 2.
+    pub throughput: Throughput,
+    /// Scenario 3.
+    pub handoff: Handoff,
+    /// Scenario 4.
+    pub overhead: Overhead,
+    /// Scenario 5.
+    pub held: Held,
+    /// Scenario 6.
+    pub mapping: Mapping,
+    /// The targets and whether each was met.
+    pub targets: Vec<TargetCheck>,
+    /// Wall time of the scenarios, in s.
+    pub wall_secs: f64,
+}
+
+/// One target of the issue, checked against this run.
+#[derive(Debug, Serialize)]
+pub struct TargetCheck {
+    /// What is wanted, e.g. "uncontended p50 ≤ 1.25 × floor".
+    pub target: String,
+    /// What this run measured, as text.
+    pub measured: String,
+    /// Whether the target was met (`None`: not measured in this run).
+    pub met: Option<bool>,
+}
+
+/// The issue's targets against these figures.
+pub fn check_targets(
+    uncontended: &Uncontended,
+    throughput: &Throughput,
+    handoff: &Handoff,
+    overhead: &Overhead,
+) -> Vec<TargetCheck> {
+    let ratio_check = |target: String, ratio: Option<f64>, ok: fn(f64) -> bool| TargetCheck {
+        target,
+        measured: ratio.map_or_else(|| "n/a".into(), |r| format!("{r:.2} × floor")),
+        met: ratio.map(ok),
+    };
+    let mut checks = vec![ratio_check("uncontended p50 ≤ 1.25 × floor".into(), uncontended.ratio_p50, |r| r <= 1.25)];
+    let c16 = throughput.points.iter().find(|p| p.concurrency == 16).and_then(|p| p.ratio);
+    checks.push(ratio_check("throughput at C=16 ≥ 0.7 × floor".into(), c16, |r| r >= 0.7));
+    for point in &handoff.points {
+        let target = format!("hand-off p50 ≤ 1.5 × floor, N={}", point.waiters);
+        checks.push(ratio_check(target, point.ratio_p50, |r| r <= 1.5));
+    }
+    checks.push(TargetCheck {
+        target: "job overhead p50 ≤ 20 µs".into(),
+        measured: human_us(overhead.job.p50_us),
+        met: Some(overhead.job.p50_us <= 20.0),
+    });
+    checks
+}
+
+/// A table of rows under a header; columns padded to fit.
+struct Table {
+    rows: Vec<[String; 5]>,
+}
+
+impl Table {
+    fn row(&mut self, scenario: &str, measure: &str, pinlock: String, floor: String, ratio: String) {
+        self.rows.push([scenario.into(), measure.into(), pinlock, floor, ratio]);
+    }
+
+    /// A row with pinlock and floor latencies and their ratio.
+    fn compare_us(&mut self, scenario: &str, measure: &str, pinlock: f64, floor: f64) {
+        self.row(scenario, measure, human_us(pinlock), human_us(floor), ratio_text(pinlock, floor));
+    }
+
+    fn render(&self, out: &mut String) {
+        let mut widths = [0; 5];
+        for row in &self.rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        for row in &self.rows {
+            let pad = |i: usize| widths[i] - row[i].chars().count();
+            let _ = writeln!(
+                out,
+                "{}{}  {}{}  {}{}  {}{}  {}{}",
+                row[0],
+                " ".repeat(pad(0)),
+                row[1],
+                " ".repeat(pad(1)),
+                " ".repeat(pad(2)),
+                row[2],
+                " ".repeat(pad(3)),
+                row[3],
+                " ".repeat(pad(4)),
+                row[4],
+            );
+        }
+    }
+}
+
+fn ratio_text(pinlock: f64, floor: f64) -> String {
+    if floor > 0.0 { format!("{:.2}", pinlock / floor) } else { String::new() }
+}
+
+fn rate(per_sec: f64) -> String {
+    format!("{per_sec:.0}/s")
+}
+
+/// The whole report as printed.
+pub fn render(results: &Results) -> String {
+    let mut out = String::new();
+    header(results, &mut out);
+    let mut table = Table { rows: Vec::new() };
+    table.row("scenario", "measure", "pinlock".into(), "floor".into(), "ratio".into());
+    uncontended_rows(&results.uncontended, &mut table);
+    throughput_rows(&results.throughput, &mut table);
+    handoff_rows(&results.handoff, &mut table);
+    overhead_rows(&results.overhead, &mut table);
+    held_rows(&results.held, &mut table);
+    mapping_rows(&results.mapping, &mut table);
+    table.render(&mut out);
+    targets(&results.targets, &mut out);
+    out
+}
+
+fn header(results: &Results, out: &mut String) {
+    let (m, s) = (&results.machine, &results.settings);
+    let _ = writeln!(out, "pinlock bench{}  ({:.0} s)", if results.plan.quick { " --quick" } else { "" }, results.wall_secs);
+    let _ = writeln!(out, "  machine   {} cores, {}, {} MiB", m.cores, m.cpu_model, m.memory_mib);
+    let _ = writeln!(out, "  server    {} (max_connections {})", m.postgres, m.max_connections);
+    let _ = writeln!(
+        out,
+        "  settings  {} as {:?}; max-sessions {}, lock timeout {} ms, {} instances{}",
+        s.database,
+        s.application_name,
+        s.max_sessions,
+        s.lock_timeout_ms,
+        s.max_concurrent_jobs,
+        if s.release_build { "" } else { "; DEBUG BUILD: figures not representative" }
+    );
+    let _ = writeln!(out, "  floor     raw tokio-postgres pg_advisory_lock + pg_advisory_unlock on keys in [2^62, 2^63)\n");
+}
+
+fn uncontended_rows(u: &Uncontended, table: &mut Table) {
+    let name = "1 uncontended lock+release";
+    let (p, f) = (&u.pinlock, &u.floor);
+    table.compare_us(name, "p50", p.p50_us, f.p50_us);
+    table.compare_us("", "p90", p.p90_us, f.p90_us);
+    table.compare_us("", "p99", p.p99_us, f.p99_us);
+    table.compare_us("", "p99.9", p.p999_us, f.p999_us);
+    table.row("", "samples", p.count.to_string(), f.count.to_string(), String::new());
+}
+
+fn throughput_rows(t: &Throughput, table: &mut Table) {
+    for (i, point) in t.points.iter().enumerate() {
+        let name = if i == 0 { "2 throughput (jobs | pairs)" } else { "" };
+        let (p, f) = (point.pinlock_per_sec, point.floor_per_sec);
+        table.row(name, &format!("C={}", point.concurrency), rate(p), rate(f), ratio_text(p, f));
+    }
+}
+
+fn handoff_rows(h: &Handoff, table: &mut Table) {
+    for (i, point) in h.points.iter().enumerate() {
+        let name = if i == 0 { "3 hand-off on one entity" } else { "" };
+        let n = point.waiters;
+        table.compare_us(name, &format!("N={n} p50"), point.pinlock.p50_us, point.floor.p50_us);
+        table.compare_us("", &format!("N={n} p99"), point.pinlock.p99_us, point.floor.p99_us);
+        let (p, f) = (point.pinlock_grants_per_sec, point.floor_grants_per_sec);
+        table.row("", &format!("N={n} grants"), rate(p), rate(f), ratio_text(p, f));
+    }
+}
+
+fn overhead_rows(o: &Overhead, table: &mut Table) {
+    let name = "4 empty job";
+    table.row(name, "p50", human_us(o.job.p50_us), String::new(), String::new());
+    table.row("", "p99", human_us(o.job.p99_us), String::new(), String::new());
+    table.row("", "1 at a time", rate(o.sequential_per_sec), String::new(), String::new());
+    table.row("", &format!("{} at a time", o.parallel_jobs), rate(o.parallel_per_sec), String::new(), String::new());
+}
+
+fn held_rows(h: &Held, table: &mut Table) {
+    for (i, p) in h.points.iter().enumerate() {
+        let name = if i == 0 { "5 held locks (J×K)" } else { "" };
+        let jk = format!("{}×{}", p.jobs, p.locks_per_job);
+        let none = String::new;
+        table.row(name, &format!("{jk} wall (hold {} ms)", p.hold_ms), format!("{:.2} s", p.wall_secs), none(), none());
+        table.row(
+            "",
+            &format!("{jk} sessions (max {})", p.max_sessions),
+            format!("{} peak, {} opened", p.peak_sessions, p.sessions_opened),
+            none(),
+            none(),
+        );
+        table.row("", &format!("{jk} locks held at peak"), p.peak_locks.to_string(), none(), none());
+        table.row("", &format!("{jk} RSS"), format!("{:.0} → {:.0} MiB", p.rss_before_mib, p.rss_peak_mib), none(), none());
+        table.row(
+            "",
+            &format!("{jk} probe p50 / p99"),
+            format!("{} / {}", human_us(p.probe.p50_us), human_us(p.probe.p99_us)),
+            none(),
+            none(),
+        );
+    }
+}
+
+fn mapping_rows(m: &Mapping, table: &mut Table) {
+    let cached = m.cached.p50_us;
+    let name = "6 entity mapping (p50)";
+    table.row(name, "cached", human_us(cached), String::new(), String::new());
+    table.row("", "new to this host", human_us(m.new_to_host.p50_us), String::new(), vs_cached(m.new_to_host.p50_us, cached));
+    table.row("", "never seen", human_us(m.first_ever.p50_us), String::new(), vs_cached(m.first_ever.p50_us, cached));
+}
+
+fn vs_cached(value: f64, cached: f64) -> String {
+    if cached > 0.0 { format!("{:.1}× cached", value / cached) } else { String::new() }
+}
+
+fn targets(checks: &[TargetCheck], out: &mut String) {
+    let _ = writeln!(out, "\ntargets (reported, not asserted)");
+    let width = checks.iter().map(|c| c.target.chars().count()).max().unwrap_or(0);
+    for check in checks {
+        let verdict = match check.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "not measured",
+        };
+        let pad = " ".repeat(width - check.target.chars().count());
+        let _ = writeln!(out, "  {}{pad}  {:>14}  {verdict}", check.target, check.measured);
+    }
+}
