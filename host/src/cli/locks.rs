@@ -29,7 +29,7 @@ pub async fn run(settings: &Settings, args: LocksArgs) -> anyhow::Result<ExitCod
         println!("no advisory locks held or awaited");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<38} {:>12} {:<13} {:<8} {:>7}  {}", "ENTITY", "KEY", "MODE", "STATE", "PID", "HOLDER");
+    println!("{:<38} {:>12} {:<13} {:<8} {:>7}  HOLDER", "ENTITY", "KEY", "MODE", "STATE", "PID");
     for lock in &locks {
         let entity = match (lock.entity, lock.int4_pair) {
             (Some(entity), _) => entity.to_string(),

@@ -2,6 +2,9 @@
 //! bucket, through the job's pinned session. Each call is atomic on its own;
 //! locks are what make a read-modify-write safe.
 
+use tokio::sync::MutexGuard;
+
+use super::job_session::JobState;
 use super::{JobSession, KvError, LockError};
 
 /// Longest bucket name, in bytes.
@@ -41,9 +44,7 @@ impl JobSession {
     pub async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         validate_bucket(bucket)?;
         validate_key(key)?;
-        let mut guard = self.state.lock().await;
-        let state = &mut *guard;
-        state.ensure_session(&self.db).await.map_err(kv_failure)?;
+        let mut state = self.kv_session().await?;
         let session = state.current().map_err(kv_failure)?;
         let result = session.query_opt(&session.stmts.kv_get, &[&bucket, &key]).await;
         match result.and_then(|row| row.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose()) {
@@ -76,9 +77,7 @@ impl JobSession {
     pub async fn kv_exists(&self, bucket: &str, key: &str) -> Result<bool, KvError> {
         validate_bucket(bucket)?;
         validate_key(key)?;
-        let mut guard = self.state.lock().await;
-        let state = &mut *guard;
-        state.ensure_session(&self.db).await.map_err(kv_failure)?;
+        let mut state = self.kv_session().await?;
         let session = state.current().map_err(kv_failure)?;
         let result = session.query_one(&session.stmts.kv_exists, &[&bucket, &key]).await;
         match result.and_then(|row| row.try_get::<_, bool>(0)) {
@@ -87,14 +86,19 @@ impl JobSession {
         }
     }
 
+    /// The job's state, with a session checked out.
+    async fn kv_session(&self) -> Result<MutexGuard<'_, JobState>, KvError> {
+        let mut state = self.state.lock().await;
+        state.ensure_session(&self.db).await.map_err(kv_failure)?;
+        Ok(state)
+    }
+
     async fn kv_write(
         &self,
         statement: fn(&super::Session) -> &tokio_postgres::Statement,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<(), KvError> {
-        let mut guard = self.state.lock().await;
-        let state = &mut *guard;
-        state.ensure_session(&self.db).await.map_err(kv_failure)?;
+        let mut state = self.kv_session().await?;
         let session = state.current().map_err(kv_failure)?;
         match session.execute(statement(session), params).await {
             Ok(_) => Ok(()),

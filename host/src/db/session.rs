@@ -136,10 +136,7 @@ impl Session {
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, tokio_postgres::Error> {
-        self.in_flight.store(true, Ordering::Release);
-        let result = self.client.query_one(statement, params).await;
-        self.in_flight.store(false, Ordering::Release);
-        result
+        self.tracked(self.client.query_one(statement, params)).await
     }
 
     /// Runs a prepared statement that returns zero or one row.
@@ -148,10 +145,7 @@ impl Session {
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, tokio_postgres::Error> {
-        self.in_flight.store(true, Ordering::Release);
-        let result = self.client.query_opt(statement, params).await;
-        self.in_flight.store(false, Ordering::Release);
-        result
+        self.tracked(self.client.query_opt(statement, params)).await
     }
 
     /// Runs a prepared statement and returns the number of rows it touched.
@@ -160,8 +154,14 @@ impl Session {
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
+        self.tracked(self.client.execute(statement, params)).await
+    }
+
+    /// Marks the session busy while `call` is out. If the caller stops
+    /// waiting (its future is dropped), the mark stays: see [`Self::interrupted`].
+    async fn tracked<T>(&self, call: impl Future<Output = T>) -> T {
         self.in_flight.store(true, Ordering::Release);
-        let result = self.client.execute(statement, params).await;
+        let result = call.await;
         self.in_flight.store(false, Ordering::Release);
         result
     }
