@@ -25,7 +25,7 @@ pub struct Settings {
     pub lock_timeout_ms: u64,
 
     /// Most locks one job may hold at once.
-    #[arg(long, env = "PINLOCK_MAX_LOCKS_PER_JOB", default_value_t = 256, global = true)]
+    #[arg(long, env = "PINLOCK_MAX_LOCKS_PER_JOB", default_value_t = 64, global = true)]
     pub max_locks_per_job: usize,
 
     /// Wall-clock limit of one job, in milliseconds.

@@ -99,6 +99,12 @@ async fn timeout_racing_the_grant_never_leaves_a_stray_lock() {
             }
             Err(e) => panic!("unexpected {e}"),
         }
+        // A cancel sent for that wait may land late, on whatever runs next:
+        // it must not fail the job's next calls.
+        tokio::time::sleep(Duration::from_micros(500 * (round % 5))).await;
+        waiter.kv_set("race", &entity.to_string(), b"x").await.expect("next call after a cancel");
+        let next = waiter.acquire(Uuid::new_v4(), LockMode::Exclusive, None).await;
+        assert!(next.is_ok(), "next acquire after a cancel: {next:?}");
         waiter.release_all().await;
     }
     eprintln!("race rounds: {grants} granted, {timeouts} timed out");
@@ -247,4 +253,31 @@ async fn key_value_round_trip_and_validation() {
     assert_eq!(job.kv_get("kv-test", &key).await, Ok(None));
     assert!(matches!(job.kv_get("", &key).await, Err(pinlock::db::KvError::NoSuchStore(_))));
     assert!(matches!(job.kv_set("kv-test", "", b"v").await, Err(pinlock::db::KvError::InvalidInput(_))));
+    assert!(matches!(job.kv_set("kv-test", "a\0b", b"v").await, Err(pinlock::db::KvError::InvalidInput(_))));
+}
+
+/// Every grant of a job whose backend is terminated reports `lost`, stacked
+/// ones included; the job then carries on with a fresh session.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_grant_on_a_terminated_session_is_lost() {
+    let db = database().await;
+    let observer = observer().await;
+    let job = job(&db);
+    let entity = Uuid::new_v4();
+    let first = job.acquire(entity, LockMode::Exclusive, None).await.expect("first");
+    let second = job.acquire(entity, LockMode::Exclusive, None).await.expect("stacked");
+    let pid = job.backend_pid().await.expect("pid");
+    observer.execute("SELECT pg_terminate_backend($1, 5000)", &[&pid]).await.expect("terminate");
+    for _ in 0..100 {
+        if !job.is_held(first.id).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!job.is_held(first.id).await && !job.is_held(second.id).await);
+    assert_eq!(job.release(first.id).await, Err(LockError::Lost));
+    assert_eq!(job.release(second.id).await, Err(LockError::Lost));
+    let again = job.acquire(entity, LockMode::Exclusive, None).await.expect("a fresh session");
+    assert_ne!(job.backend_pid().await, Some(pid));
+    assert!(job.is_held(again.id).await);
 }

@@ -24,7 +24,7 @@ impl Default for DbSettings {
         Self {
             max_sessions: 16,
             default_lock_timeout: Duration::from_secs(30),
-            max_locks_per_job: 256,
+            max_locks_per_job: 64,
         }
     }
 }

@@ -100,7 +100,7 @@ impl JobSession {
 
     /// Releases everything the job holds and gives the session back or closes
     /// it. Runs at every job end; afterwards `pg_locks` shows none of the
-    /// job's locks (or their session is closed).
+    /// job's locks.
     pub async fn release_all(&self) -> ReleaseOutcome {
         let mut state = self.state.lock().await;
         let state = &mut *state;
@@ -118,35 +118,29 @@ impl JobSession {
         if session.is_lost() {
             return ReleaseOutcome::Closed { reason: "session lost".into() };
         }
-        if session.interrupted() {
-            // The job stopped while a statement was running (e.g. waiting for
-            // a lock): the server may still grant it. Cancel it, unlock
-            // everything behind it (statements on a session run in order),
-            // and close the session, since a late cancel could hit whoever
-            // used it next.
+        // The job stopped while a statement was running (e.g. waiting for a
+        // lock): the server may still grant it. Cancel it; the unlock below
+        // runs after it (statements on a session run in order).
+        let interrupted = session.interrupted();
+        if interrupted {
             session.cancel_running().await;
-            let unlocked = unlock_all(&session).await;
-            let unlocked = match unlocked {
-                Err(ref e) if e.contains(sqlstate::QUERY_CANCELED) => unlock_all(&session).await,
-                other => other,
-            };
-            let reason = match unlocked {
-                Ok(()) => "interrupted mid-call; unlocked and closed".to_owned(),
-                Err(e) => format!("interrupted mid-call; unlock failed ({e}); closed"),
-            };
-            return ReleaseOutcome::Closed { reason };
         }
-        if count == 0 {
-            self.db.pool.give_back(session);
-            return ReleaseOutcome::NothingHeld;
-        }
-        match unlock_all(&session).await {
-            Ok(()) => {
-                self.db.pool.give_back(session);
-                ReleaseOutcome::Released { count }
+        if interrupted || count > 0 || session.is_suspect() {
+            if let Err(e) = unlock_all(&session).await {
+                let reason = match self.db.pool.terminate(session).await {
+                    Ok(()) => format!("unlock failed ({e}); backend terminated"),
+                    Err(t) => format!("unlock failed ({e}); terminating the backend failed too ({t})"),
+                };
+                return ReleaseOutcome::Closed { reason };
             }
-            Err(e) => ReleaseOutcome::Closed { reason: format!("unlock failed: {e}") },
         }
+        if interrupted || session.cancel_may_arrive() {
+            // Unlocked, but a cancel request may still land on whoever uses
+            // the session next: close it instead.
+            return ReleaseOutcome::Closed { reason: "a cancel may still arrive; unlocked and closed".into() };
+        }
+        self.db.pool.give_back(session);
+        if count == 0 { ReleaseOutcome::NothingHeld } else { ReleaseOutcome::Released { count } }
     }
 }
 
@@ -183,6 +177,20 @@ impl JobState {
         self.counts.clear();
     }
 
+    /// Like [`Self::retire_session`], for a session that may be stuck in a
+    /// statement: the server terminates its backend.
+    pub(crate) async fn kill_session(&mut self, db: &Database) {
+        let ids: Vec<GrantId> = self.held.keys().copied().collect();
+        self.lost.extend(ids);
+        self.held.clear();
+        self.counts.clear();
+        if let Some(session) = self.session.take() {
+            if let Err(e) = db.pool.terminate(session).await {
+                tracing::warn!(error = %e, "terminating a stuck session failed");
+            }
+        }
+    }
+
     pub(crate) fn next_grant_id(&mut self) -> GrantId {
         self.next_grant += 1;
         GrantId(self.next_grant)
@@ -191,7 +199,7 @@ impl JobState {
     /// Maps a failed statement to the error the guest sees; retires the
     /// session when the failure means it is gone.
     pub(crate) fn failure(&mut self, err: &tokio_postgres::Error) -> LockError {
-        let gone = err.is_closed() || self.session.as_ref().is_none_or(|s| s.is_lost());
+        let gone = err.is_closed() || ends_session(err) || self.session.as_ref().is_none_or(|s| s.is_lost());
         if gone {
             let held_any = !self.held.is_empty();
             self.retire_session();
@@ -200,6 +208,11 @@ impl JobState {
             } else {
                 LockError::Unavailable(format!("database session ended: {}", describe(err)))
             };
+        }
+        if let Some(session) = &self.session {
+            // Whatever failed may have left a lock behind (a session lock
+            // survives the failed statement that took it).
+            session.mark_suspect();
         }
         match code_of(err) {
             Some(sqlstate::DEADLOCK_DETECTED) => LockError::Deadlock,
@@ -211,9 +224,22 @@ impl JobState {
     }
 }
 
+/// Whether the server ended the session with this error (terminated,
+/// shutting down, crashed, connection failure).
+fn ends_session(err: &tokio_postgres::Error) -> bool {
+    match err.as_db_error() {
+        Some(db) => {
+            matches!(db.severity(), "FATAL" | "PANIC")
+                || db.code().code().starts_with("08")
+                || db.code().code().starts_with("57P0")
+        }
+        None => false,
+    }
+}
+
 /// `pg_advisory_unlock_all()`, bounded in time.
 async fn unlock_all(session: &Session) -> Result<(), String> {
-    let call = session.client.execute(&session.stmts.unlock_all, &[]);
+    let call = session.execute(&session.stmts.unlock_all, &[]);
     match tokio::time::timeout(RELEASE_ALL_TIMEOUT, call).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(describe(&e)),

@@ -14,11 +14,11 @@ pub const MAX_KEY_LEN: usize = 512;
 /// Largest value, in bytes.
 pub const MAX_VALUE_LEN: usize = 1 << 20;
 
-/// Checks a bucket name: 1 to [`MAX_BUCKET_LEN`] bytes.
+/// Checks a bucket name: 1 to [`MAX_BUCKET_LEN`] bytes, no NUL.
 pub fn validate_bucket(name: &str) -> Result<(), KvError> {
-    if name.is_empty() || name.len() > MAX_BUCKET_LEN {
+    if name.is_empty() || name.len() > MAX_BUCKET_LEN || name.contains('\0') {
         return Err(KvError::NoSuchStore(format!(
-            "bucket names are 1 to {MAX_BUCKET_LEN} bytes, got {}",
+            "bucket names are 1 to {MAX_BUCKET_LEN} bytes without NUL, got {} bytes",
             name.len()
         )));
     }
@@ -26,9 +26,9 @@ pub fn validate_bucket(name: &str) -> Result<(), KvError> {
 }
 
 fn validate_key(key: &str) -> Result<(), KvError> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN {
+    if key.is_empty() || key.len() > MAX_KEY_LEN || key.contains('\0') {
         return Err(KvError::InvalidInput(format!(
-            "keys are 1 to {MAX_KEY_LEN} bytes, got {}",
+            "keys are 1 to {MAX_KEY_LEN} bytes without NUL, got {} bytes",
             key.len()
         )));
     }

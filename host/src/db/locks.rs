@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::error::{code_of, sqlstate};
 use super::job_session::JobState;
-use super::{JobSession, LockError, Session};
+use super::{Database, JobSession, LockError, Session};
 
 /// How an entity is locked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,7 +80,7 @@ impl JobSession {
         } else if timeout.is_zero() {
             try_lock(state, key, mode).await?.ok_or(LockError::Timeout)?
         } else {
-            wait_for_grant(state, key, mode, timeout).await?
+            wait_for_grant(state, &self.db, key, mode, timeout).await?
         };
         Ok(record_grant(state, entity, key, mode, fence, started))
     }
@@ -103,6 +103,9 @@ impl JobSession {
     pub async fn release(&self, id: GrantId) -> Result<(), LockError> {
         let mut guard = self.state.lock().await;
         let state = &mut *guard;
+        if state.session.as_ref().is_some_and(|s| s.is_lost()) {
+            state.retire_session();
+        }
         if state.lost.remove(&id) {
             return Err(LockError::Lost);
         }
@@ -121,18 +124,13 @@ impl JobSession {
             }
         }
         let session = state.current()?;
-        if session.is_lost() {
-            state.retire_session();
-            return Err(LockError::Lost);
-        }
         match unlock(session, held.key, held.mode).await {
-            Ok(true) => Ok(()),
-            // The server did not hold it: the session was replaced under us.
-            Ok(false) => Err(LockError::Lost),
-            Err(e) => {
-                let err = state.failure(&e);
-                Err(if matches!(err, LockError::Unavailable(_)) { LockError::Lost } else { err })
-            }
+            // `false` only after a stale cancel hit the first attempt after
+            // it had unlocked: released either way.
+            Ok(_) => Ok(()),
+            // Not released: the lock stays until the job ends (the session is
+            // now suspect, so the end unlocks everything).
+            Err(e) => Err(state.failure(&e)),
         }
     }
 
@@ -190,61 +188,90 @@ async fn next_fence(state: &mut JobState) -> Result<u64, LockError> {
 
 /// `pg_try_advisory_lock*`: the fence when granted, `None` when taken.
 async fn try_lock(state: &mut JobState, key: i64, mode: LockMode) -> Result<Option<u64>, LockError> {
-    let session = state.current()?;
-    let statement = match mode {
-        LockMode::Exclusive => &session.stmts.try_exclusive,
-        LockMode::Shared => &session.stmts.try_shared,
+    let statement = |session: &Session| match mode {
+        LockMode::Exclusive => session.stmts.try_exclusive.clone(),
+        LockMode::Shared => session.stmts.try_shared.clone(),
     };
-    let result = session.query_one(statement, &[&key]).await;
-    match result.and_then(|row| row.try_get::<_, Option<i64>>(0)) {
+    let session = state.current()?;
+    let mut answer = session.lock_statement(&statement(session), &[&key]).await;
+    if matches!(&answer, Err(e) if session.absorbs(e)) {
+        // A stale cancel hit it, maybe after the grant.
+        if holds(state, key, mode).await? {
+            return next_fence(state).await.map(Some);
+        }
+        let session = state.current()?;
+        answer = session.lock_statement(&statement(session), &[&key]).await;
+    }
+    match answer.and_then(|row| row.try_get::<_, Option<i64>>(0)) {
         Ok(fence) => Ok(fence.map(|f| f as u64)),
         Err(e) => Err(state.failure(&e)),
     }
 }
 
-/// `pg_advisory_lock*` bounded by `timeout`; on timeout, cancel and settle
-/// the race so that the lock is not held when `Timeout` is returned.
-async fn wait_for_grant(
+/// `pg_advisory_lock*` bounded by `timeout`. On timeout the wait is
+/// cancelled and awaited to its end, and the race settled so that the lock is
+/// not held when `Timeout` is returned.
+pub(crate) async fn wait_for_grant(
     state: &mut JobState,
+    db: &Database,
     key: i64,
     mode: LockMode,
     timeout: Duration,
 ) -> Result<u64, LockError> {
-    let waited = {
-        let session = state.current()?;
-        let statement = match mode {
-            LockMode::Exclusive => &session.stmts.lock_exclusive,
-            LockMode::Shared => &session.stmts.lock_shared,
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let waited = {
+            let session = state.current()?;
+            let statement = match mode {
+                LockMode::Exclusive => &session.stmts.lock_exclusive,
+                LockMode::Shared => &session.stmts.lock_shared,
+            };
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
+            let waiting = session.lock_statement(statement, &params);
+            tokio::pin!(waiting);
+            match tokio::time::timeout_at(deadline, &mut waiting).await {
+                Ok(Err(e)) if session.absorbs(&e) => Waited::HitByStaleCancel,
+                Ok(answer) => Waited::Answered(answer),
+                Err(_elapsed) if session.cancel_running().await => {
+                    let settled = waiting.await;
+                    if let Err(e) = &settled {
+                        // Our own cancel, seen: not stale any more.
+                        session.absorbs(e);
+                    }
+                    Waited::Cancelled(settled)
+                }
+                Err(_elapsed) => Waited::CancelFailed,
+            }
         };
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
-        let waiting = session.query_one(statement, &params);
-        tokio::pin!(waiting);
-        match tokio::time::timeout(timeout, &mut waiting).await {
-            Ok(answer) => Waited::Answered(answer),
-            Err(_elapsed) if session.cancel_running().await => Waited::Cancelled(waiting.await),
-            Err(_elapsed) => Waited::CancelFailed,
-        }
-    };
-    match waited {
-        Waited::Answered(answer) => match answer.and_then(|row| row.try_get::<_, i64>(0)) {
-            Ok(fence) => Ok(fence as u64),
-            // `lock_timeout` set on the role or database: the same race as a cancel.
-            Err(e) if is_cancel(&e) => give_back_if_held(state, key, mode).await,
-            Err(e) => Err(state.failure(&e)),
-        },
-        // Granted before the cancel arrived: give it back.
-        Waited::Cancelled(Ok(_)) => give_back_raced(state, key, mode).await,
-        // Cancelled, but maybe after the grant: ask the server.
-        Waited::Cancelled(Err(e)) if is_cancel(&e) => give_back_if_held(state, key, mode).await,
-        Waited::Cancelled(Err(e)) => Err(state.failure(&e)),
-        Waited::CancelFailed => {
-            // The wait goes on server-side and only closing the session stops
-            // it (which also drops the job's other locks).
-            state.retire_session();
-            Err(LockError::Unavailable(
-                "lock wait timed out and could not be cancelled; the session was closed".into(),
-            ))
-        }
+        return match waited {
+            Waited::Answered(answer) => match answer.and_then(|row| row.try_get::<_, i64>(0)) {
+                Ok(fence) => Ok(fence as u64),
+                // `lock_timeout` set on the role or database (55P03), or a
+                // cancel from elsewhere: granted or not, the server knows.
+                Err(e) if is_cancel(&e) => give_back_if_held(state, key, mode).await,
+                Err(e) => Err(state.failure(&e)),
+            },
+            Waited::HitByStaleCancel => {
+                if holds(state, key, mode).await? {
+                    next_fence(state).await
+                } else {
+                    continue;
+                }
+            }
+            // Granted before the cancel arrived: give it back.
+            Waited::Cancelled(Ok(_)) => give_back(state, key, mode).await,
+            // Cancelled, but maybe after the grant: ask the server.
+            Waited::Cancelled(Err(e)) if is_cancel(&e) => give_back_if_held(state, key, mode).await,
+            Waited::Cancelled(Err(e)) => Err(state.failure(&e)),
+            Waited::CancelFailed => {
+                // The wait goes on server-side: only ending the backend
+                // stops it (which also drops the job's other locks).
+                state.kill_session(db).await;
+                Err(LockError::Unavailable(
+                    "lock wait timed out and could not be cancelled; the session was terminated".into(),
+                ))
+            }
+        };
     }
 }
 
@@ -252,31 +279,43 @@ async fn wait_for_grant(
 enum Waited {
     /// The server answered within the timeout.
     Answered(Result<tokio_postgres::Row, tokio_postgres::Error>),
+    /// A cancel sent for an earlier wait landed on this one.
+    HitByStaleCancel,
     /// The timeout passed; a cancel was sent and this is how the wait ended.
     Cancelled(Result<tokio_postgres::Row, tokio_postgres::Error>),
     /// The timeout passed and no cancel could be sent.
     CancelFailed,
 }
 
+/// Whether this session holds `key` in `mode` on the server.
+async fn holds(state: &mut JobState, key: i64, mode: LockMode) -> Result<bool, LockError> {
+    let session = state.current()?;
+    let answer = session.query_one(&session.stmts.holds, &[&key, &mode.pg_name()]).await;
+    match answer.and_then(|row| row.try_get::<_, bool>(0)) {
+        Ok(held) => Ok(held),
+        Err(e) => {
+            let err = state.failure(&e);
+            // Cannot tell whether it is held: the session must go.
+            state.retire_session();
+            Err(err)
+        }
+    }
+}
+
 /// After a cancelled or timed-out wait: the lock may have been granted anyway.
 async fn give_back_if_held(state: &mut JobState, key: i64, mode: LockMode) -> Result<u64, LockError> {
-    let session = state.current()?;
-    match session.query_one(&session.stmts.holds, &[&key, &mode.pg_name()]).await {
-        Ok(row) if row.try_get::<_, bool>(0).unwrap_or(true) => give_back_raced(state, key, mode).await,
-        Ok(_) => Err(LockError::Timeout),
-        Err(e) => Err(state.failure(&e)),
+    if holds(state, key, mode).await? {
+        give_back(state, key, mode).await
+    } else {
+        Err(LockError::Timeout)
     }
 }
 
 /// Unlocks a grant that arrived after its requester timed out, and reports
-/// the timeout. A cancel that lands on the unlock itself is retried once.
-async fn give_back_raced(state: &mut JobState, key: i64, mode: LockMode) -> Result<u64, LockError> {
+/// the timeout.
+async fn give_back(state: &mut JobState, key: i64, mode: LockMode) -> Result<u64, LockError> {
     let session = state.current()?;
-    let mut result = unlock(session, key, mode).await;
-    if matches!(&result, Err(e) if is_cancel(e)) {
-        result = unlock(session, key, mode).await;
-    }
-    match result {
+    match unlock(session, key, mode).await {
         Ok(_) => Err(LockError::Timeout),
         Err(e) => {
             // Cannot prove it is not held: close the session.

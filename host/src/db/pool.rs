@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{DbConfig, DbError, Session};
+use super::error::describe;
+use super::{DbConfig, DbError, Session, sql};
 
 /// Sessions open or idle, at most `max` at once.
 pub(crate) struct SessionPool {
@@ -74,6 +75,22 @@ impl SessionPool {
             idle.push(session);
         }
         // `_permit` drops here, after the session is idle again.
+    }
+
+    /// Ends a session that may be stuck in a statement (dropping the client
+    /// would keep it open until the statement answers): closes our socket and
+    /// has the server terminate the backend, waiting until it has exited and
+    /// its locks are free. The pool place is given up only then.
+    pub(crate) async fn terminate(&self, pinned: PinnedSession) -> Result<(), String> {
+        pinned.abort_connection();
+        let pid = pinned.backend_pid();
+        let (client, connection) = self.config.open().await.map_err(|e| e.to_string())?;
+        let task = tokio::spawn(connection);
+        let result = client.query_one(sql::TERMINATE, &[&pid]).await;
+        drop(client);
+        let _ = task.await;
+        drop(pinned);
+        result.map(|_| ()).map_err(|e| describe(&e))
     }
 
     fn pop_idle(&self) -> Option<Session> {

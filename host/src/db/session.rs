@@ -1,16 +1,25 @@
 //! One PostgreSQL session, pinned to whoever checked it out: its client, the
 //! token that cancels its running statement, its prepared statements, its
-//! backend pid and whether it is known to be lost.
+//! backend pid, and what is known of its health: lost, interrupted mid-call,
+//! cancel requests that may still arrive, and whether it may hold a lock that
+//! pinlock does not track.
+//!
+//! A cancel request is delivered by a separate connection and lands
+//! asynchronously on whatever the backend runs *then*: a cancel sent for a
+//! wait that was granted anyway may hit a later statement. Such a stale
+//! cancel is counted, its 57014 is absorbed by retrying the statement once,
+//! and the session is never reused by another job.
 //!
 //! A session that holds advisory locks is never reset or shared; see
 //! [`super::pool`] for how sessions come and go.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{CancelToken, Client, NoTls, Row, Statement};
 
+use super::error::{code_of, sqlstate};
 use super::{DbConfig, DbError, sql};
 
 /// The statements every session prepares once, when it opens.
@@ -40,7 +49,13 @@ pub struct Session {
     /// Set while a statement is out; stays set if its caller went away
     /// before the answer (the job was stopped mid-call).
     in_flight: AtomicBool,
+    /// Cancel requests sent whose 57014 has not been seen yet.
+    stale_cancels: AtomicU32,
+    /// A statement failed in a way that may have left a lock held that the
+    /// job does not track: unlock everything before reuse.
+    suspect: AtomicBool,
     pid: i32,
+    connection: tokio::task::AbortHandle,
 }
 
 impl Session {
@@ -49,14 +64,15 @@ impl Session {
         let (client, connection) = config.open().await?;
         let lost = Arc::new(AtomicBool::new(false));
         let lost_flag = lost.clone();
-        tokio::spawn(async move {
+        let connection = tokio::spawn(async move {
             // Ends when the server closes the socket (backend terminated,
             // network gone) or when the client is dropped.
             if let Err(err) = connection.await {
                 tracing::debug!(%err, "session connection ended");
             }
             lost_flag.store(true, Ordering::Release);
-        });
+        })
+        .abort_handle();
         let prepare = |text: &'static str| {
             let client = &client;
             async move { client.prepare(text).await.map_err(DbError::query("preparing a statement")) }
@@ -82,9 +98,9 @@ impl Session {
             prepare(sql::KV_EXISTS),
             async {
                 client
-                    .query_one("SELECT pg_backend_pid()", &[])
+                    .query_one(sql::SESSION_SETUP, &[])
                     .await
-                    .map_err(DbError::query("reading the backend pid"))
+                    .map_err(DbError::query("setting up the session"))
             },
         )?;
         let pid: i32 = pid_row.try_get(0).map_err(DbError::query("reading the backend pid"))?;
@@ -110,7 +126,10 @@ impl Session {
             },
             lost,
             in_flight: AtomicBool::new(false),
+            stale_cancels: AtomicU32::new(0),
+            suspect: AtomicBool::new(false),
             pid,
+            connection,
         })
     }
 
@@ -130,8 +149,48 @@ impl Session {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    /// Runs a prepared statement that returns one row.
+    /// Runs a prepared statement that returns one row (retried once if a
+    /// stale cancel hits it).
     pub(crate) async fn query_one(
+        &self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        match self.tracked(self.client.query_one(statement, params)).await {
+            Err(e) if self.absorbs(&e) => self.tracked(self.client.query_one(statement, params)).await,
+            result => result,
+        }
+    }
+
+    /// Runs a prepared statement that returns zero or one row (retried once
+    /// if a stale cancel hits it).
+    pub(crate) async fn query_opt(
+        &self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        match self.tracked(self.client.query_opt(statement, params)).await {
+            Err(e) if self.absorbs(&e) => self.tracked(self.client.query_opt(statement, params)).await,
+            result => result,
+        }
+    }
+
+    /// Runs a prepared statement and returns the number of rows it touched
+    /// (retried once if a stale cancel hits it).
+    pub(crate) async fn execute(
+        &self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        match self.tracked(self.client.execute(statement, params)).await {
+            Err(e) if self.absorbs(&e) => self.tracked(self.client.execute(statement, params)).await,
+            result => result,
+        }
+    }
+
+    /// Runs a lock statement, never retried: the caller settles a 57014
+    /// itself, because the lock may have been granted before it.
+    pub(crate) async fn lock_statement(
         &self,
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
@@ -139,22 +198,34 @@ impl Session {
         self.tracked(self.client.query_one(statement, params)).await
     }
 
-    /// Runs a prepared statement that returns zero or one row.
-    pub(crate) async fn query_opt(
-        &self,
-        statement: &Statement,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, tokio_postgres::Error> {
-        self.tracked(self.client.query_opt(statement, params)).await
+    /// Whether `err` is a cancel pinlock sent earlier (and counts it seen).
+    pub(crate) fn absorbs(&self, err: &tokio_postgres::Error) -> bool {
+        code_of(err) == Some(sqlstate::QUERY_CANCELED)
+            && self
+                .stale_cancels
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok()
     }
 
-    /// Runs a prepared statement and returns the number of rows it touched.
-    pub(crate) async fn execute(
-        &self,
-        statement: &Statement,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, tokio_postgres::Error> {
-        self.tracked(self.client.execute(statement, params)).await
+    /// Whether a cancel request sent on this session may still arrive.
+    pub(crate) fn cancel_may_arrive(&self) -> bool {
+        self.stale_cancels.load(Ordering::Acquire) > 0
+    }
+
+    /// Notes that the server may hold a lock the job does not track.
+    pub(crate) fn mark_suspect(&self) {
+        self.suspect.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Self::mark_suspect`] was called.
+    pub(crate) fn is_suspect(&self) -> bool {
+        self.suspect.load(Ordering::Acquire)
+    }
+
+    /// Stops the connection task (the socket closes at once, even with a
+    /// statement pending).
+    pub(crate) fn abort_connection(&self) {
+        self.connection.abort();
     }
 
     /// Marks the session busy while `call` is out. If the caller stops
@@ -170,11 +241,59 @@ impl Session {
     /// Returns whether the request was delivered.
     pub(crate) async fn cancel_running(&self) -> bool {
         match self.cancel.cancel_query(NoTls).await {
-            Ok(()) => true,
+            Ok(()) => {
+                self.stale_cancels.fetch_add(1, Ordering::AcqRel);
+                true
+            }
             Err(err) => {
                 tracing::warn!(pid = self.pid, %err, "could not send a cancel request");
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn config() -> DbConfig {
+        let url = std::env::var("PINLOCK_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+        DbConfig::parse(&url).expect("test database url")
+    }
+
+    /// Runs a 300 ms statement on `session` while another connection cancels
+    /// it midway, as a late-arriving cancel request would.
+    async fn sleep_hit_by_a_cancel(session: &Session) -> Result<Row, tokio_postgres::Error> {
+        let sleep = session.client.prepare("SELECT pg_sleep(0.3)::text").await.expect("prepare");
+        let (other, connection) = config().open().await.expect("second connection");
+        tokio::spawn(connection);
+        let pid = session.backend_pid();
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            other.execute("SELECT pg_cancel_backend($1)", &[&pid]).await.expect("cancel");
+        });
+        let result = session.query_one(&sleep, &[]).await;
+        canceller.await.expect("canceller");
+        result
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stale_cancel_is_absorbed_by_one_retry() {
+        let session = Session::open(&config()).await.expect("session");
+        // A cancel pinlock sent earlier, which the server has not applied yet.
+        session.stale_cancels.store(1, Ordering::Release);
+        assert!(sleep_hit_by_a_cancel(&session).await.is_ok(), "absorbed and retried");
+        assert!(!session.cancel_may_arrive());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn without_a_pending_cancel_a_57014_is_an_error() {
+        let session = Session::open(&config()).await.expect("session");
+        let err = sleep_hit_by_a_cancel(&session).await.expect_err("cancelled");
+        assert_eq!(code_of(&err), Some(sqlstate::QUERY_CANCELED));
     }
 }

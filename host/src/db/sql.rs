@@ -50,13 +50,24 @@ pub const NEXT_FENCE: &str = "SELECT nextval('pinlock.fence')";
 pub const UNLOCK_EXCLUSIVE: &str = "SELECT pg_advisory_unlock($1)";
 pub const UNLOCK_SHARED: &str = "SELECT pg_advisory_unlock_shared($1)";
 pub const UNLOCK_ALL: &str = "SELECT pg_advisory_unlock_all()";
+/// Run once per session: its backend pid, and (PostgreSQL 14+) a periodic
+/// check of the client socket while a statement runs, so that a backend
+/// waiting for a lock for a client that is gone gives up within seconds
+/// instead of taking the lock for nobody.
+pub const SESSION_SETUP: &str = "SELECT pg_backend_pid(),
+     CASE WHEN current_setting('server_version_num')::int >= 140000
+          THEN set_config('client_connection_check_interval', '2000', false) END";
+/// Ends a backend that is stuck (a wait that could not be cancelled) and
+/// waits up to 5 s for it to exit, which frees its locks.
+pub const TERMINATE: &str = "SELECT pg_terminate_backend($1, 5000)";
 /// Whether this session holds the bigint advisory lock `$1` in mode `$2`
 /// ('ExclusiveLock' or 'ShareLock'). Used after a cancelled wait, whose
 /// outcome the error alone does not tell.
 pub const HOLDS: &str = "SELECT EXISTS (
          SELECT 1 FROM pg_locks
          WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
-           AND objsubid = 1 AND classid = ($1::int8 >> 32)::oid AND objid = ($1::int8 & 4294967295)::oid
+           AND objsubid = 1 AND classid = (($1::int8 >> 32) & 4294967295)::oid
+           AND objid = ($1::int8 & 4294967295)::oid
            AND mode = $2)";
 
 pub const KV_GET: &str = "SELECT value FROM pinlock.kv WHERE bucket = $1 AND key = $2";

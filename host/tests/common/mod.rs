@@ -98,7 +98,7 @@ pub async fn locks_on(observer: &Client, key: i64) -> Vec<LockRow> {
         .query(
             "SELECT pid, mode, granted FROM pg_locks
              WHERE locktype = 'advisory' AND objsubid = 1
-               AND classid = ($1::int8 >> 32)::oid AND objid = ($1::int8 & 4294967295)::oid
+               AND classid = (($1::int8 >> 32) & 4294967295)::oid AND objid = ($1::int8 & 4294967295)::oid
                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
              ORDER BY granted DESC, pid",
             &[&key],

@@ -54,8 +54,16 @@ fn to_wit(err: db::LockError) -> LockError {
 }
 
 impl JobState {
-    fn guard(&mut self, grant: db::Grant) -> wasmtime::Result<Resource<GuardHandle>> {
-        Ok(self.table.push(GuardHandle { grant })?)
+    /// Hands a grant to the guest as a guard. A full resource table is the
+    /// guest's doing (too many open handles): give the lock back and say so.
+    async fn guard(&mut self, grant: db::Grant) -> Result<Resource<GuardHandle>, LockError> {
+        match self.table.push(GuardHandle { grant }) {
+            Ok(guard) => Ok(guard),
+            Err(_) => {
+                let _ = self.db.release(grant.id).await;
+                Err(LockError::LimitExceeded("too many open handles in this job".into()))
+            }
+        }
     }
 }
 
@@ -71,7 +79,7 @@ impl Host for JobState {
         let timeout = timeout_ms.map(Duration::from_millis);
         let granted = self.db.acquire(entity, mode_from_wit(mode), timeout).instrument(span).await;
         match granted {
-            Ok(grant) => Ok(Ok(self.guard(grant)?)),
+            Ok(grant) => Ok(self.guard(grant).await),
             Err(e) => Ok(Err(to_wit(e))),
         }
     }
@@ -85,7 +93,7 @@ impl Host for JobState {
         let span = tracing::debug_span!("try_acquire", job = self.job_id, %entity, ?mode);
         let granted = self.db.try_acquire(entity, mode_from_wit(mode)).instrument(span).await;
         match granted {
-            Ok(Some(grant)) => Ok(Ok(Some(self.guard(grant)?))),
+            Ok(Some(grant)) => Ok(self.guard(grant).await.map(Some)),
             Ok(None) => Ok(Ok(None)),
             Err(e) => Ok(Err(to_wit(e))),
         }

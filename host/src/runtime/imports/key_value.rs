@@ -26,7 +26,10 @@ impl Host for JobState {
         if let Err(e) = validate_bucket(&identifier) {
             return Ok(Err(to_wit(e)));
         }
-        Ok(Ok(self.table.push(BucketHandle { name: identifier })?))
+        match self.table.push(BucketHandle { name: identifier }) {
+            Ok(bucket) => Ok(Ok(bucket)),
+            Err(_) => Ok(Err(Error::Other("too many open handles in this job".into()))),
+        }
     }
 }
 
