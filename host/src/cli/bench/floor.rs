@@ -2,6 +2,11 @@
 //! between. Plain connections (named `<host>/floor` in `pg_stat_activity`),
 //! prepared `pg_advisory_lock` / `pg_advisory_unlock`, and keys from a range
 //! pinlock's entity keys (a small positive identity) never reach.
+//!
+//! The "fenced" floor runs pinlock's own lock statement instead (the grant
+//! plus `nextval` of the fencing-token sequence): the server-side share of
+//! pinlock's cost, without the host. It draws real tokens, which only leaves
+//! gaps in the sequence (tokens are only ever compared, never counted).
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,10 +33,23 @@ pub fn distinct_floor_keys(n: usize) -> Vec<i64> {
     keys.into_iter().collect()
 }
 
-/// One raw connection with the two statements prepared.
+/// pinlock's exclusive lock statement (see `db/sql.rs`, `LOCK_EXCLUSIVE`).
+const FENCED_LOCK: &str = "SELECT nextval('pinlock.fence') FROM (SELECT pg_advisory_lock($1) OFFSET 0) AS granted";
+
+/// Which lock statement a floor connection runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockSql {
+    /// `SELECT pg_advisory_lock($1)`.
+    Plain,
+    /// pinlock's statement: the lock, then a fencing token.
+    Fenced,
+}
+
+/// One raw connection with the three statements prepared.
 pub struct FloorConn {
     client: Client,
     lock: Statement,
+    fenced_lock: Statement,
     unlock: Statement,
 }
 
@@ -50,8 +68,9 @@ impl FloorConn {
             }
         });
         let lock = client.prepare("SELECT pg_advisory_lock($1)").await.context("preparing the floor lock")?;
+        let fenced_lock = client.prepare(FENCED_LOCK).await.context("preparing the fenced floor lock")?;
         let unlock = client.prepare("SELECT pg_advisory_unlock($1)").await.context("preparing the floor unlock")?;
-        Ok(Self { client, lock, unlock })
+        Ok(Self { client, lock, fenced_lock, unlock })
     }
 
     /// Opens `n` connections at once.
@@ -64,9 +83,13 @@ impl FloorConn {
         &self.client
     }
 
-    /// Waits for the exclusive lock on `key`.
-    pub async fn lock(&self, key: i64) -> anyhow::Result<()> {
-        self.client.execute(&self.lock, &[&key]).await.context("floor pg_advisory_lock")?;
+    /// Waits for the exclusive lock on `key` with the chosen statement.
+    pub async fn lock_with(&self, sql: LockSql, key: i64) -> anyhow::Result<()> {
+        let statement = match sql {
+            LockSql::Plain => &self.lock,
+            LockSql::Fenced => &self.fenced_lock,
+        };
+        self.client.query_one(statement, &[&key]).await.context("floor lock")?;
         Ok(())
     }
 
@@ -80,19 +103,19 @@ impl FloorConn {
     }
 
     /// One lock and unlock, sequentially; returns how long the pair took.
-    pub async fn lock_unlock(&self, key: i64) -> anyhow::Result<u64> {
+    pub async fn lock_unlock(&self, sql: LockSql, key: i64) -> anyhow::Result<u64> {
         let started = Instant::now();
-        self.lock(key).await?;
+        self.lock_with(sql, key).await?;
         self.unlock(key).await?;
         Ok(nanos_since(started))
     }
 
     /// `rounds` times: lock `key`, note the grant and release instants (wall
     /// clock, like the bench guest's `handoff`), unlock.
-    pub async fn handoff(&self, key: i64, rounds: usize) -> anyhow::Result<Vec<(u64, u64)>> {
+    pub async fn handoff(&self, sql: LockSql, key: i64, rounds: usize) -> anyhow::Result<Vec<(u64, u64)>> {
         let mut events = Vec::with_capacity(rounds);
         for _ in 0..rounds {
-            self.lock(key).await?;
+            self.lock_with(sql, key).await?;
             let grant = wall_clock_ns();
             let release = wall_clock_ns();
             self.unlock(key).await?;

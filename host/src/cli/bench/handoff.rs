@@ -3,14 +3,15 @@
 //! N raw connections doing the same on one key. A hand-off is the time from a
 //! holder noting its release to the next holder (another job) noting its
 //! grant: the unlock round trip, the server's wake-up of the waiter, and the
-//! waiter's side of the answer.
+//! waiter's side of the answer. The fenced floor runs pinlock's lock
+//! statement (lock + fencing token) on the raw connections.
 
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::floor::{FloorConn, floor_key};
+use super::floor::{FloorConn, LockSql, floor_key};
 use super::harness::{Host, parse_output, u64_list};
 use super::plan::Plan;
 use super::stats::{Hist, Latency, ratio};
@@ -30,12 +31,16 @@ pub struct HandoffPoint {
     pub pinlock: Latency,
     /// Release → next grant, raw connections.
     pub floor: Latency,
+    /// Release → next grant, raw connections with pinlock's lock statement.
+    pub floor_fenced: Latency,
     /// pinlock p50 / floor p50.
     pub ratio_p50: Option<f64>,
     /// Grants per second, pinlock.
     pub pinlock_grants_per_sec: f64,
     /// Grants per second, raw connections.
     pub floor_grants_per_sec: f64,
+    /// Grants per second, raw connections with pinlock's lock statement.
+    pub floor_fenced_grants_per_sec: f64,
 }
 
 /// What scenario 3 measured.
@@ -54,24 +59,31 @@ pub async fn run(host: &Host, plan: &Plan, app: &str) -> anyhow::Result<Handoff>
     for &waiters in &plan.handoff_waiters {
         let rounds = (plan.handoff_grants / waiters).max(10);
         let (entity, key) = (Uuid::new_v4(), floor_key());
-        let (mut pinlock, mut floor) = (Tally::new()?, Tally::new()?);
+        // Side 0 is pinlock, 1 the floor, 2 the fenced floor; each round
+        // starts with the next side.
+        let side = async |which: usize| match which {
+            0 => pinlock_run(host, entity, waiters, rounds).await,
+            1 => floor_run(host, app, LockSql::Plain, key, waiters, rounds).await,
+            _ => floor_run(host, app, LockSql::Fenced, key, waiters, rounds).await,
+        };
+        let mut tallies = [Tally::new()?, Tally::new()?, Tally::new()?];
         for round in 0..plan.handoff_rounds {
-            if round % 2 == 0 {
-                pinlock.add(&pinlock_run(host, entity, waiters, rounds).await?);
-                floor.add(&floor_run(host, app, key, waiters, rounds).await?);
-            } else {
-                floor.add(&floor_run(host, app, key, waiters, rounds).await?);
-                pinlock.add(&pinlock_run(host, entity, waiters, rounds).await?);
+            for turn in 0..tallies.len() {
+                let which = (round + turn) % tallies.len();
+                tallies[which].add(&side(which).await?);
             }
         }
+        let [pinlock, floor, fenced] = tallies;
         let (p, f) = (pinlock.hist.latency(), floor.hist.latency());
         points.push(HandoffPoint {
             waiters,
             ratio_p50: ratio(p.p50_us, f.p50_us),
             pinlock: p,
             floor: f,
+            floor_fenced: fenced.hist.latency(),
             pinlock_grants_per_sec: pinlock.grants_per_sec(),
             floor_grants_per_sec: floor.grants_per_sec(),
+            floor_fenced_grants_per_sec: fenced.grants_per_sec(),
         });
     }
     Ok(Handoff { points })
@@ -99,12 +111,19 @@ async fn pinlock_run(host: &Host, entity: Uuid, waiters: usize, rounds: usize) -
 }
 
 /// The same on `waiters` fresh raw connections and one floor key.
-async fn floor_run(host: &Host, app: &str, key: i64, waiters: usize, rounds: usize) -> anyhow::Result<Vec<Events>> {
+async fn floor_run(
+    host: &Host,
+    app: &str,
+    sql: LockSql,
+    key: i64,
+    waiters: usize,
+    rounds: usize,
+) -> anyhow::Result<Vec<Events>> {
     let conns = FloorConn::connect_many(&host.config, app, waiters).await?;
     for conn in &conns {
-        conn.handoff(key, WARM_UP_ROUNDS).await?;
+        conn.handoff(sql, key, WARM_UP_ROUNDS).await?;
     }
-    let tasks = conns.into_iter().map(|conn| tokio::spawn(async move { conn.handoff(key, rounds).await }));
+    let tasks = conns.into_iter().map(|conn| tokio::spawn(async move { conn.handoff(sql, key, rounds).await }));
     futures_util::future::join_all(tasks)
         .await
         .into_iter()

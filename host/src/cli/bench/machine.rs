@@ -1,5 +1,7 @@
 //! What the run ran on: cores, CPU model, memory, the PostgreSQL version, and
-//! this process's resident memory (read from /proc).
+//! this process's resident memory and CPU time (read from /proc).
+
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -50,4 +52,22 @@ fn proc_kib(path: &str, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     let line = text.lines().find(|l| l.starts_with(field))?;
     line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Clock ticks per second in /proc/*/stat (`USER_HZ`, 100 on Linux).
+const USER_HZ: u64 = 100;
+
+/// CPU time (user + system, all threads) this process has used so far, in
+/// 10 ms ticks; zero if unknown.
+pub fn process_cpu() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat").ok().and_then(|stat| {
+        // Fields after the command name (which may contain spaces) in
+        // parentheses; utime and stime are fields 14 and 15 of the line.
+        let rest = stat.rsplit_once(')')?.1;
+        let mut fields = rest.split_whitespace().skip(11);
+        let user: u64 = fields.next()?.parse().ok()?;
+        let system: u64 = fields.next()?.parse().ok()?;
+        Some(user + system)
+    });
+    Duration::from_millis(ticks.unwrap_or(0) * 1000 / USER_HZ)
 }

@@ -105,44 +105,59 @@ pub fn check_targets(
     checks
 }
 
+/// Columns of the table: scenario, measure, pinlock, floor, ratio, fenced
+/// floor, ratio to it. The first two are left-aligned, the rest right-aligned.
+const COLUMNS: usize = 7;
+
 /// A table of rows under a header; columns padded to fit.
 struct Table {
-    rows: Vec<[String; 5]>,
+    rows: Vec<[String; COLUMNS]>,
 }
 
 impl Table {
-    fn row(&mut self, scenario: &str, measure: &str, pinlock: String, floor: String, ratio: String) {
-        self.rows.push([scenario.into(), measure.into(), pinlock, floor, ratio]);
+    /// A row of the first `cells.len()` columns; the rest stay empty.
+    fn row(&mut self, cells: &[String]) {
+        let mut row: [String; COLUMNS] = Default::default();
+        for (slot, cell) in row.iter_mut().zip(cells) {
+            slot.clone_from(cell);
+        }
+        self.rows.push(row);
     }
 
-    /// A row with pinlock and floor latencies and their ratio.
-    fn compare_us(&mut self, scenario: &str, measure: &str, pinlock: f64, floor: f64) {
-        self.row(scenario, measure, human_us(pinlock), human_us(floor), ratio_text(pinlock, floor));
+    /// A row of pinlock alone.
+    fn only(&mut self, scenario: &str, measure: &str, pinlock: String) {
+        self.row(&[scenario.into(), measure.into(), pinlock]);
+    }
+
+    /// A row of pinlock against the floor (and the fenced floor, if given),
+    /// with values shown by `show`.
+    fn compare(&mut self, scenario: &str, measure: &str, values: (f64, f64, Option<f64>), show: fn(f64) -> String) {
+        let (pinlock, floor, fenced) = values;
+        let mut cells = vec![scenario.into(), measure.into(), show(pinlock), show(floor), ratio_text(pinlock, floor)];
+        if let Some(fenced) = fenced {
+            cells.extend([show(fenced), ratio_text(pinlock, fenced)]);
+        }
+        self.row(&cells);
     }
 
     fn render(&self, out: &mut String) {
-        let mut widths = [0; 5];
+        let mut widths = [0; COLUMNS];
         for row in &self.rows {
             for (width, cell) in widths.iter_mut().zip(row) {
                 *width = (*width).max(cell.chars().count());
             }
         }
         for row in &self.rows {
-            let pad = |i: usize| widths[i] - row[i].chars().count();
-            let _ = writeln!(
-                out,
-                "{}{}  {}{}  {}{}  {}{}  {}{}",
-                row[0],
-                " ".repeat(pad(0)),
-                row[1],
-                " ".repeat(pad(1)),
-                " ".repeat(pad(2)),
-                row[2],
-                " ".repeat(pad(3)),
-                row[3],
-                " ".repeat(pad(4)),
-                row[4],
-            );
+            let mut line = String::new();
+            for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+                let pad = " ".repeat(width - cell.chars().count());
+                if i < 2 {
+                    let _ = write!(line, "{cell}{pad}  ");
+                } else {
+                    let _ = write!(line, "{pad}{cell}  ");
+                }
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
         }
     }
 }
@@ -160,7 +175,8 @@ pub fn render(results: &Results) -> String {
     let mut out = String::new();
     header(results, &mut out);
     let mut table = Table { rows: Vec::new() };
-    table.row("scenario", "measure", "pinlock".into(), "floor".into(), "ratio".into());
+    let header = ["scenario", "measure", "pinlock", "floor", "ratio", "fenced floor", "ratio"];
+    table.row(&header.map(String::from));
     uncontended_rows(&results.uncontended, &mut table);
     throughput_rows(&results.throughput, &mut table);
     handoff_rows(&results.handoff, &mut table);
@@ -191,20 +207,25 @@ fn header(results: &Results, out: &mut String) {
 }
 
 fn uncontended_rows(u: &Uncontended, table: &mut Table) {
+    let (p, f, x) = (&u.pinlock, &u.floor, &u.floor_fenced);
     let name = "1 uncontended lock+release";
-    let (p, f) = (&u.pinlock, &u.floor);
-    table.compare_us(name, "p50", p.p50_us, f.p50_us);
-    table.compare_us("", "p90", p.p90_us, f.p90_us);
-    table.compare_us("", "p99", p.p99_us, f.p99_us);
-    table.compare_us("", "p99.9", p.p999_us, f.p999_us);
-    table.row("", "samples", p.count.to_string(), f.count.to_string(), String::new());
+    table.compare(name, "p50", (p.p50_us, f.p50_us, Some(x.p50_us)), human_us);
+    table.compare("", "p90", (p.p90_us, f.p90_us, Some(x.p90_us)), human_us);
+    table.compare("", "p99", (p.p99_us, f.p99_us, Some(x.p99_us)), human_us);
+    table.compare("", "p99.9", (p.p999_us, f.p999_us, Some(x.p999_us)), human_us);
+    let count = |n: u64| n.to_string();
+    table.row(&["".into(), "samples".into(), count(p.count), count(f.count), String::new(), count(x.count)]);
 }
 
 fn throughput_rows(t: &Throughput, table: &mut Table) {
     for (i, point) in t.points.iter().enumerate() {
         let name = if i == 0 { "2 throughput (jobs | pairs)" } else { "" };
-        let (p, f) = (point.pinlock_per_sec, point.floor_per_sec);
-        table.row(name, &format!("C={}", point.concurrency), rate(p), rate(f), ratio_text(p, f));
+        let values = (point.pinlock_per_sec, point.floor_per_sec, Some(point.floor_fenced_per_sec));
+        table.compare(name, &format!("C={}", point.concurrency), values, rate);
+    }
+    for point in &t.points {
+        let cpu = (point.pinlock_cpu_us, point.floor_cpu_us, None);
+        table.compare("", &format!("C={} client CPU each", point.concurrency), cpu, human_us);
     }
 }
 
@@ -212,52 +233,46 @@ fn handoff_rows(h: &Handoff, table: &mut Table) {
     for (i, point) in h.points.iter().enumerate() {
         let name = if i == 0 { "3 hand-off on one entity" } else { "" };
         let n = point.waiters;
-        table.compare_us(name, &format!("N={n} p50"), point.pinlock.p50_us, point.floor.p50_us);
-        table.compare_us("", &format!("N={n} p99"), point.pinlock.p99_us, point.floor.p99_us);
-        let (p, f) = (point.pinlock_grants_per_sec, point.floor_grants_per_sec);
-        table.row("", &format!("N={n} grants"), rate(p), rate(f), ratio_text(p, f));
+        let (p, f, x) = (&point.pinlock, &point.floor, &point.floor_fenced);
+        table.compare(name, &format!("N={n} p50"), (p.p50_us, f.p50_us, Some(x.p50_us)), human_us);
+        table.compare("", &format!("N={n} p99"), (p.p99_us, f.p99_us, Some(x.p99_us)), human_us);
+        let fenced = Some(point.floor_fenced_grants_per_sec);
+        let grants = (point.pinlock_grants_per_sec, point.floor_grants_per_sec, fenced);
+        table.compare("", &format!("N={n} grants"), grants, rate);
     }
 }
 
 fn overhead_rows(o: &Overhead, table: &mut Table) {
-    let name = "4 empty job";
-    table.row(name, "p50", human_us(o.job.p50_us), String::new(), String::new());
-    table.row("", "p99", human_us(o.job.p99_us), String::new(), String::new());
-    table.row("", "1 at a time", rate(o.sequential_per_sec), String::new(), String::new());
-    table.row("", &format!("{} at a time", o.parallel_jobs), rate(o.parallel_per_sec), String::new(), String::new());
+    table.only("4 empty job", "p50", human_us(o.job.p50_us));
+    table.only("", "p99", human_us(o.job.p99_us));
+    table.only("", "1 at a time", rate(o.sequential_per_sec));
+    table.only("", &format!("{} at a time", o.parallel_jobs), rate(o.parallel_per_sec));
+    table.only("", "one-lock job p50", human_us(o.one_lock_job.p50_us));
+    table.only("", "  its lock+release p50", human_us(o.one_lock_guest.p50_us));
 }
 
 fn held_rows(h: &Held, table: &mut Table) {
     for (i, p) in h.points.iter().enumerate() {
         let name = if i == 0 { "5 held locks (J×K)" } else { "" };
         let jk = format!("{}×{}", p.jobs, p.locks_per_job);
-        let none = String::new;
-        table.row(name, &format!("{jk} wall (hold {} ms)", p.hold_ms), format!("{:.2} s", p.wall_secs), none(), none());
-        table.row(
-            "",
-            &format!("{jk} sessions (max {})", p.max_sessions),
-            format!("{} peak, {} opened", p.peak_sessions, p.sessions_opened),
-            none(),
-            none(),
-        );
-        table.row("", &format!("{jk} locks held at peak"), p.peak_locks.to_string(), none(), none());
-        table.row("", &format!("{jk} RSS"), format!("{:.0} → {:.0} MiB", p.rss_before_mib, p.rss_peak_mib), none(), none());
-        table.row(
-            "",
-            &format!("{jk} probe p50 / p99"),
-            format!("{} / {}", human_us(p.probe.p50_us), human_us(p.probe.p99_us)),
-            none(),
-            none(),
-        );
+        table.only(name, &format!("{jk} wall (hold {} ms)", p.hold_ms), format!("{:.2} s", p.wall_secs));
+        let sessions = format!("{} peak, {} opened", p.peak_sessions, p.sessions_opened);
+        table.only("", &format!("{jk} sessions (max {})", p.max_sessions), sessions);
+        table.only("", &format!("{jk} locks held at peak"), p.peak_locks.to_string());
+        table.only("", &format!("{jk} RSS"), format!("{:.0} → {:.0} MiB", p.rss_before_mib, p.rss_peak_mib));
+        let probe = format!("{} / {}", human_us(p.probe.p50_us), human_us(p.probe.p99_us));
+        table.only("", &format!("{jk} probe p50 / p99"), probe);
     }
 }
 
 fn mapping_rows(m: &Mapping, table: &mut Table) {
     let cached = m.cached.p50_us;
-    let name = "6 entity mapping (p50)";
-    table.row(name, "cached", human_us(cached), String::new(), String::new());
-    table.row("", "new to this host", human_us(m.new_to_host.p50_us), String::new(), vs_cached(m.new_to_host.p50_us, cached));
-    table.row("", "never seen", human_us(m.first_ever.p50_us), String::new(), vs_cached(m.first_ever.p50_us, cached));
+    let with_ratio = |scenario: &str, measure: &str, value: f64| {
+        vec![scenario.into(), measure.into(), human_us(value), String::new(), vs_cached(value, cached)]
+    };
+    table.only("6 entity mapping (p50)", "cached", human_us(cached));
+    table.row(&with_ratio("", "new to this host", m.new_to_host.p50_us));
+    table.row(&with_ratio("", "never seen", m.first_ever.p50_us));
 }
 
 fn vs_cached(value: f64, cached: f64) -> String {

@@ -3,7 +3,8 @@
 //! [`pinlock::batch::Batch`] with a session bound of C; against C raw
 //! connections doing lock/unlock pairs on random keys. Both draw from pools
 //! of the same size (32 per concurrent job), so they collide equally rarely
-//! (about 3 % of picks), and the pinlock pool is mapped in the warm-up.
+//! (about 3 % of picks), and the pinlock pool is mapped in the warm-up. The
+//! fenced floor runs pinlock's lock statement (lock + fencing token).
 //!
 //! PostgreSQL allows 100 connections here, so the two sides never have their
 //! connections open at once: each round opens its own and closes them.
@@ -18,8 +19,9 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::floor::{FloorConn, distinct_floor_keys};
+use super::floor::{FloorConn, LockSql, distinct_floor_keys};
 use super::harness::{Host, fresh_entities};
+use super::machine::process_cpu;
 use super::plan::Plan;
 use super::stats::ratio;
 
@@ -35,8 +37,14 @@ pub struct ThroughputPoint {
     pub pinlock_per_sec: f64,
     /// Raw lock/unlock pairs per second.
     pub floor_per_sec: f64,
+    /// Raw pairs per second with pinlock's lock statement.
+    pub floor_fenced_per_sec: f64,
     /// pinlock / floor.
     pub ratio: Option<f64>,
+    /// CPU time of this process per pinlock job, µs (host, runtime, guest).
+    pub pinlock_cpu_us: f64,
+    /// CPU time of this process per floor pair, µs (client side only).
+    pub floor_cpu_us: f64,
 }
 
 /// What scenario 2 measured.
@@ -53,38 +61,57 @@ pub async fn run(host: &Host, plan: &Plan, app: &str) -> anyhow::Result<Throughp
         let pool = plan.throughput_pool_per_slot * concurrency;
         let entities = fresh_entities(pool);
         let keys = Arc::new(distinct_floor_keys(pool));
-        let (mut pinlock, mut floor) = (Rate::default(), Rate::default());
+        let jobs = plan.throughput_jobs;
+        // Side 0 is pinlock, 1 the floor, 2 the fenced floor; each round
+        // starts with the next side.
+        let side = async |which: usize| match which {
+            0 => pinlock_round(host, &entities, concurrency, jobs).await,
+            1 => floor_round(host, app, &keys, LockSql::Plain, concurrency, jobs).await,
+            _ => floor_round(host, app, &keys, LockSql::Fenced, concurrency, jobs).await,
+        };
+        let mut rates = [Rate::default(), Rate::default(), Rate::default()];
         for round in 0..plan.throughput_rounds {
-            if round % 2 == 0 {
-                pinlock.add(pinlock_round(host, &entities, concurrency, plan.throughput_jobs).await?);
-                floor.add(floor_round(host, app, &keys, concurrency, plan.throughput_jobs).await?);
-            } else {
-                floor.add(floor_round(host, app, &keys, concurrency, plan.throughput_jobs).await?);
-                pinlock.add(pinlock_round(host, &entities, concurrency, plan.throughput_jobs).await?);
+            for turn in 0..rates.len() {
+                let which = (round + turn) % rates.len();
+                rates[which].add(side(which).await?);
             }
         }
-        let (p, f) = (pinlock.per_sec(), floor.per_sec());
-        points.push(ThroughputPoint { concurrency, pinlock_per_sec: p, floor_per_sec: f, ratio: ratio(p, f) });
+        let [p, f, fenced] = rates.each_ref().map(Rate::per_sec);
+        points.push(ThroughputPoint {
+            concurrency,
+            pinlock_per_sec: p,
+            floor_per_sec: f,
+            floor_fenced_per_sec: fenced,
+            ratio: ratio(p, f),
+            pinlock_cpu_us: rates[0].cpu_us_each(),
+            floor_cpu_us: rates[1].cpu_us_each(),
+        });
     }
     Ok(Throughput { points })
 }
 
-/// Work done over time, summed over rounds.
+/// Work done, its wall time and this process's CPU time, over rounds.
 #[derive(Default)]
 struct Rate {
     done: usize,
     wall: Duration,
+    cpu: Duration,
 }
 
 impl Rate {
-    fn add(&mut self, (done, wall): (usize, Duration)) {
-        self.done += done;
-        self.wall += wall;
+    fn add(&mut self, round: Rate) {
+        self.done += round.done;
+        self.wall += round.wall;
+        self.cpu += round.cpu;
     }
 
     fn per_sec(&self) -> f64 {
         let secs = self.wall.as_secs_f64();
         if secs > 0.0 { self.done as f64 / secs } else { 0.0 }
+    }
+
+    fn cpu_us_each(&self) -> f64 {
+        if self.done == 0 { 0.0 } else { self.cpu.as_secs_f64() * 1e6 / self.done as f64 }
     }
 }
 
@@ -95,13 +122,15 @@ async fn pinlock_round(
     entities: &[Uuid],
     concurrency: usize,
     jobs: usize,
-) -> anyhow::Result<(usize, Duration)> {
+) -> anyhow::Result<Rate> {
     let db = host.database(concurrency);
     host.premap(&db, entities).await?;
     let warm_up = once_inputs(entities, concurrency * WARM_UP_JOBS_PER_SLOT)?;
     host.batch(&db, warm_up, concurrency).await.context("throughput warm-up")?;
-    let run = host.batch(&db, once_inputs(entities, jobs)?, concurrency).await?;
-    Ok((run.outputs.len(), run.wall))
+    let inputs = once_inputs(entities, jobs)?;
+    let cpu = process_cpu();
+    let run = host.batch(&db, inputs, concurrency).await?;
+    Ok(Rate { done: run.outputs.len(), wall: run.wall, cpu: process_cpu().saturating_sub(cpu) })
 }
 
 /// Inputs of `jobs` `once` jobs on random entities of the pool.
@@ -121,24 +150,25 @@ async fn floor_round(
     host: &Host,
     app: &str,
     keys: &Arc<Vec<i64>>,
+    sql: LockSql,
     concurrency: usize,
     pairs: usize,
-) -> anyhow::Result<(usize, Duration)> {
+) -> anyhow::Result<Rate> {
     let conns = FloorConn::connect_many(&host.config, app, concurrency).await?;
     for conn in &conns {
-        conn.lock_unlock(keys[0]).await?;
+        conn.lock_unlock(sql, keys[0]).await?;
     }
     let picks: Arc<Vec<i64>> = {
         let mut rng = rand::rng();
         Arc::new((0..pairs).filter_map(|_| keys.choose(&mut rng).copied()).collect())
     };
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), process_cpu());
     let tasks = conns.into_iter().map(|conn| {
         let (picks, next) = (picks.clone(), next.clone());
         tokio::spawn(async move {
             while let Some(&key) = picks.get(next.fetch_add(1, Ordering::Relaxed)) {
-                conn.lock_unlock(key).await?;
+                conn.lock_unlock(sql, key).await?;
             }
             anyhow::Ok(())
         })
@@ -146,5 +176,6 @@ async fn floor_round(
     for result in futures_util::future::join_all(tasks).await {
         result.context("a floor task panicked")??;
     }
-    Ok((picks.len(), started.elapsed()))
+    let wall = started.elapsed();
+    Ok(Rate { done: picks.len(), wall, cpu: process_cpu().saturating_sub(cpu) })
 }
