@@ -16,7 +16,7 @@ const GUESTS: &[(&str, &str)] = &[
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("host/ lives inside the workspace").to_path_buf();
-    for watched in ["wit", "guest-sdk", "examples", "host/tests/guests", "Cargo.toml"] {
+    for watched in ["wit", "guest-sdk", "examples", "host/tests/guests", "Cargo.toml", ".cargo/config.toml"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let target_dir = root.join("target").join("guests");
