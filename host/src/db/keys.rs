@@ -26,8 +26,9 @@ pub(crate) struct KeyCache {
 }
 
 impl KeyCache {
-    /// The key of `entity`: from the cache, else from the mapping table
-    /// (inserted if new) through `session`.
+    /// The key of `entity`: from the cache, else read from the mapping table,
+    /// else inserted into it, through `session`. Reading first matters: the
+    /// upsert writes (and flushes WAL at commit) even when the row exists.
     pub(crate) async fn key_for(
         &self,
         entity: Uuid,
@@ -36,8 +37,10 @@ impl KeyCache {
         if let Some(key) = self.cached(entity) {
             return Ok(key);
         }
-        let row = session.query_one(&session.stmts.upsert_key, &[&entity]).await?;
-        let key: i64 = row.try_get(0)?;
+        let key: i64 = match session.query_opt(&session.stmts.find_key, &[&entity]).await? {
+            Some(row) => row.try_get(0)?,
+            None => session.query_one(&session.stmts.upsert_key, &[&entity]).await?.try_get(0)?,
+        };
         if let Ok(mut known) = self.known.write() {
             if known.len() >= CACHE_LIMIT {
                 known.clear();

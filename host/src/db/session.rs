@@ -33,6 +33,7 @@ pub(crate) struct Statements {
     pub unlock_shared: Statement,
     pub unlock_all: Statement,
     pub holds: Statement,
+    pub find_key: Statement,
     pub upsert_key: Statement,
     pub kv_get: Statement,
     pub kv_set: Statement,
@@ -78,7 +79,7 @@ impl Session {
             async move { client.prepare(text).await.map_err(DbError::query("preparing a statement")) }
         };
         // Sent together: one round trip's worth of waiting, not fourteen.
-        let (lock_exclusive, lock_shared, try_exclusive, try_shared, next_fence, unlock_exclusive, unlock_shared) =
+        let (lock_exclusive, lock_shared, try_exclusive, try_shared, next_fence, unlock_exclusive, unlock_shared, find_key) =
             tokio::try_join!(
                 prepare(sql::LOCK_EXCLUSIVE),
                 prepare(sql::LOCK_SHARED),
@@ -87,6 +88,7 @@ impl Session {
                 prepare(sql::NEXT_FENCE),
                 prepare(sql::UNLOCK_EXCLUSIVE),
                 prepare(sql::UNLOCK_SHARED),
+                prepare(sql::FIND_KEY),
             )?;
         let (unlock_all, holds, upsert_key, kv_get, kv_set, kv_delete, kv_exists, pid_row) = tokio::try_join!(
             prepare(sql::UNLOCK_ALL),
@@ -118,6 +120,7 @@ impl Session {
                 unlock_shared,
                 unlock_all,
                 holds,
+                find_key,
                 upsert_key,
                 kv_get,
                 kv_set,

@@ -28,6 +28,10 @@ pub const CREATE_SCHEMA: &str = "CREATE SCHEMA IF NOT EXISTS pinlock;
 pub const SCHEMA_VERSION: &str = "SELECT coalesce(max(version), 0) FROM pinlock.schema_version";
 pub const RECORD_VERSION: &str = "INSERT INTO pinlock.schema_version (version) VALUES ($1)";
 
+/// Entity → key, for an entity some host has mapped before (a read: no WAL,
+/// no commit flush).
+pub const FIND_KEY: &str = "SELECT key FROM pinlock.entity_keys WHERE entity = $1";
+
 /// Entity → key, inserting the mapping if it is new. `DO UPDATE` (not
 /// `DO NOTHING`) so that the row comes back even when another host inserted
 /// it concurrently.
