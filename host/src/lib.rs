@@ -3,5 +3,6 @@
 
 pub mod batch;
 pub mod db;
+pub mod latency;
 pub mod report;
 pub mod runtime;

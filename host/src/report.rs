@@ -1,67 +1,14 @@
 //! Run summaries: jobs ok and failed, failures grouped by kind, lock wait and
-//! hold percentiles (HDR histograms), wall time and throughput.
+//! hold percentiles, wall time and throughput.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::latency::{Hist, Latency};
 use crate::runtime::JobOutcome;
-
-/// Percentiles of a set of durations, in microseconds.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Percentiles {
-    /// How many samples.
-    pub count: u64,
-    /// Median.
-    pub p50_us: f64,
-    /// 90th percentile.
-    pub p90_us: f64,
-    /// 99th percentile.
-    pub p99_us: f64,
-    /// 99.9th percentile.
-    pub p999_us: f64,
-    /// Largest.
-    pub max_us: f64,
-}
-
-/// Collects durations into an HDR histogram (1 µs .. 1 h, 3 significant digits).
-pub struct Recorder {
-    histogram: Option<Histogram<u64>>,
-}
-
-impl Default for Recorder {
-    fn default() -> Self {
-        Self { histogram: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).ok() }
-    }
-}
-
-impl Recorder {
-    /// Adds one sample.
-    pub fn record(&mut self, d: Duration) {
-        if let Some(h) = self.histogram.as_mut() {
-            let _ = h.record((d.as_nanos() as u64).clamp(1, 3_600_000_000_000));
-        }
-    }
-
-    /// The percentiles so far.
-    pub fn percentiles(&self) -> Percentiles {
-        let Some(h) = self.histogram.as_ref().filter(|h| !h.is_empty()) else {
-            return Percentiles::default();
-        };
-        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        Percentiles {
-            count: h.len(),
-            p50_us: us(0.5),
-            p90_us: us(0.9),
-            p99_us: us(0.99),
-            p999_us: us(0.999),
-            max_us: h.max() as f64 / 1000.0,
-        }
-    }
-}
 
 /// The summary of a run.
 #[derive(Debug, Clone, Serialize)]
@@ -75,11 +22,11 @@ pub struct Summary {
     /// Failed jobs by kind of failure.
     pub failures: BTreeMap<String, u64>,
     /// Lock waits (acquire call to grant).
-    pub lock_wait: Percentiles,
+    pub lock_wait: Latency,
     /// Lock holds (grant to release).
-    pub lock_hold: Percentiles,
+    pub lock_hold: Latency,
     /// Job durations.
-    pub job: Percentiles,
+    pub job: Latency,
     /// Wall time of the run, in seconds.
     pub wall_secs: f64,
     /// Jobs per second.
@@ -92,9 +39,9 @@ pub struct SummaryBuilder {
     ok: u64,
     failed: u64,
     failures: BTreeMap<String, u64>,
-    wait: Recorder,
-    hold: Recorder,
-    job: Recorder,
+    wait: Hist,
+    hold: Hist,
+    job: Hist,
 }
 
 impl SummaryBuilder {
@@ -121,9 +68,9 @@ impl SummaryBuilder {
             ok: self.ok,
             failed: self.failed,
             failures: self.failures,
-            lock_wait: self.wait.percentiles(),
-            lock_hold: self.hold.percentiles(),
-            job: self.job.percentiles(),
+            lock_wait: self.wait.latency(),
+            lock_hold: self.hold.latency(),
+            job: self.job.latency(),
             wall_secs,
             jobs_per_sec: if wall_secs > 0.0 { jobs as f64 / wall_secs } else { 0.0 },
         }

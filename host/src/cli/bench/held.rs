@@ -101,7 +101,7 @@ async fn run_one(host: &Host, plan: &Plan, app: &str, jobs: usize, locks: usize)
     let (run, peaks) = tokio::join!(running, sampling);
     let (run, peaks) = (run?, peaks?);
 
-    let mut probe = Hist::new()?;
+    let mut probe = Hist::new();
     for output in &run.outputs {
         if let Some(ns) = parse_output(output)?["probe_ns"].as_u64() {
             probe.record_ns(ns);

@@ -46,7 +46,7 @@ pub async fn run(host: &Host, plan: &Plan, cores: usize) -> anyhow::Result<Overh
     for _ in 0..WARM_UP_JOBS {
         host.run(&db, &input).await.result?;
     }
-    let mut hist = Hist::new()?;
+    let mut hist = Hist::new();
     let started = Instant::now();
     for _ in 0..plan.overhead_jobs {
         let job_started = Instant::now();
@@ -79,7 +79,7 @@ async fn one_lock_jobs(
         .iter()
         .map(|entity| serde_json::to_vec(&json!({"op": "lock_release", "entities": [entity]})))
         .collect::<Result<Vec<_>, _>>()?;
-    let (mut job, mut guest) = (Hist::new()?, Hist::new()?);
+    let (mut job, mut guest) = (Hist::new(), Hist::new());
     for i in 0..WARM_UP_JOBS + jobs {
         let started = Instant::now();
         let output = host.run(db, &inputs[i % inputs.len()]).await.result?;

@@ -62,7 +62,7 @@ pub async fn run(host: &Host, plan: &Plan, app: &str) -> anyhow::Result<Unconten
     for which in 0..SIDES {
         side(which).await?;
     }
-    let mut hists = [Hist::new()?, Hist::new()?, Hist::new()?];
+    let mut hists = [Hist::new(), Hist::new(), Hist::new()];
     for round in 0..plan.uncontended_rounds {
         for turn in 0..SIDES {
             let which = (round + turn) % SIDES;

@@ -1,0 +1,112 @@
+//! Latency statistics: an HDR histogram in nanoseconds, its percentiles in
+//! microseconds, and a percentile curve (for plots). Used by run summaries
+//! and the benchmark.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Largest value recorded (60 s); anything above is clamped to it.
+const MAX_NS: u64 = 60_000_000_000;
+
+/// Percentiles of one set of latencies, in microseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Largest.
+    pub max_us: f64,
+    /// Mean.
+    pub mean_us: f64,
+}
+
+/// One point of a percentile curve: percentile (0–100) and value in µs.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CurvePoint {
+    /// Percentile, 0 to 100.
+    pub percentile: f64,
+    /// Latency at that percentile, in µs.
+    pub us: f64,
+}
+
+/// Latencies collected in nanoseconds (3 significant digits).
+pub struct Hist {
+    histogram: Histogram<u64>,
+}
+
+impl Hist {
+    /// An empty histogram covering 1 ns to 60 s.
+    pub fn new() -> Self {
+        // Only invalid bounds make this fail, and these are constant.
+        let histogram = Histogram::new_with_bounds(1, MAX_NS, 3).expect("1 ns ..= 60 s at 3 digits is valid");
+        Self { histogram }
+    }
+
+    /// Adds one sample in nanoseconds.
+    pub fn record_ns(&mut self, ns: u64) {
+        self.histogram.saturating_record(ns.clamp(1, MAX_NS));
+    }
+
+    /// Adds one sample.
+    pub fn record(&mut self, duration: Duration) {
+        self.record_ns(u64::try_from(duration.as_nanos()).unwrap_or(MAX_NS));
+    }
+
+    /// Adds every sample.
+    pub fn record_all(&mut self, samples: impl IntoIterator<Item = u64>) {
+        samples.into_iter().for_each(|ns| self.record_ns(ns));
+    }
+
+    /// The percentiles so far (all zero when empty).
+    pub fn latency(&self) -> Latency {
+        let h = &self.histogram;
+        if h.is_empty() {
+            return Latency::default();
+        }
+        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Latency {
+            count: h.len(),
+            p50_us: us(0.5),
+            p90_us: us(0.9),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+            max_us: h.max() as f64 / 1000.0,
+            mean_us: h.mean() / 1000.0,
+        }
+    }
+
+    /// Values at percentiles spaced evenly on a log scale of 1/(1-p), from
+    /// the median to 99.99 %, plus the low end and the maximum.
+    pub fn curve(&self) -> Vec<CurvePoint> {
+        if self.histogram.is_empty() {
+            return Vec::new();
+        }
+        let mut quantiles = vec![0.0, 0.1, 0.25];
+        // 1 - 10^(-x) for x from log10(2) (p50) to 4 (p99.99) in 48 steps.
+        let (from, to, steps) = (2f64.log10(), 4.0, 48);
+        quantiles.extend((0..=steps).map(|i| 1.0 - 10f64.powf(-(from + (to - from) * i as f64 / steps as f64))));
+        quantiles.push(1.0);
+        quantiles
+            .into_iter()
+            .map(|q| CurvePoint {
+                percentile: q * 100.0,
+                us: self.histogram.value_at_quantile(q) as f64 / 1000.0,
+            })
+            .collect()
+    }
+}
+
+impl Default for Hist {
+    fn default() -> Self {
+        Self::new()
+    }
+}
