@@ -99,13 +99,15 @@ async fn rounds(settings: &Settings, args: &DemoArgs, config: DbConfig) -> anyho
     );
     let s = &locked.summary;
     println!(
-        "\n  locked round: lock wait p50 {} p99 {}, hold p50 {} (the worker thinks 5 ms under the lock), \
-         {} jobs in {:.2} s\n  try: pinlock run <worker.wasm> --jobs 1000 --concurrency 16",
+        "\n  locked round: {} jobs in {:.2} s; lock hold p50 {} (the worker thinks 5 ms under the lock);\n  \
+         lock wait p50 {} p99 {} ({} jobs queue for one product)\n\n  \
+         next: write your own worker (README.md), measure with `pinlock bench`",
+        s.jobs,
+        s.wall_secs,
+        human_us(s.lock_hold.p50_us),
         human_us(s.lock_wait.p50_us),
         human_us(s.lock_wait.p99_us),
-        human_us(s.lock_hold.p50_us),
-        s.jobs,
-        s.wall_secs
+        args.concurrency
     );
     Ok(if exact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

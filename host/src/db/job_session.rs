@@ -125,14 +125,13 @@ impl JobSession {
         if interrupted {
             session.cancel_running().await;
         }
-        if interrupted || count > 0 || session.is_suspect() {
-            if let Err(e) = unlock_all(&session).await {
-                let reason = match self.db.pool.terminate(session).await {
-                    Ok(()) => format!("unlock failed ({e}); backend terminated"),
-                    Err(t) => format!("unlock failed ({e}); terminating the backend failed too ({t})"),
-                };
-                return ReleaseOutcome::Closed { reason };
-            }
+        let must_unlock = interrupted || count > 0 || session.is_suspect();
+        if must_unlock && let Err(e) = unlock_all(&session).await {
+            let reason = match self.db.pool.terminate(session).await {
+                Ok(()) => format!("unlock failed ({e}); backend terminated"),
+                Err(t) => format!("unlock failed ({e}); terminating the backend failed too ({t})"),
+            };
+            return ReleaseOutcome::Closed { reason };
         }
         if interrupted || session.cancel_may_arrive() {
             // Unlocked, but a cancel request may still land on whoever uses
@@ -184,10 +183,10 @@ impl JobState {
         self.lost.extend(ids);
         self.held.clear();
         self.counts.clear();
-        if let Some(session) = self.session.take() {
-            if let Err(e) = db.pool.terminate(session).await {
-                tracing::warn!(error = %e, "terminating a stuck session failed");
-            }
+        if let Some(session) = self.session.take()
+            && let Err(e) = db.pool.terminate(session).await
+        {
+            tracing::warn!(error = %e, "terminating a stuck session failed");
         }
     }
 
