@@ -1,4 +1,40 @@
 //! pinlock runs sandboxed WebAssembly jobs that hold distributed locks.
+//!
+//! A *worker* is a component of the `pinlock:host/worker` world (`wit/`). Each
+//! job of it gets a fresh instance, and the locks it takes on entities (UUIDs)
+//! are PostgreSQL advisory locks held on one session pinned to the job from
+//! grant to release. Whatever way the job ends, the host releases what it
+//! still holds before the job's outcome is returned.
+//!
+//! The crate has two halves that meet only through [`db::JobSession`]:
+//! - [`db`]: everything PostgreSQL (sessions, pool, keys, locks, key-value);
+//!   no WebAssembly in it.
+//! - [`runtime`]: everything wasmtime (engine, workers, jobs, imports); no SQL
+//!   in it.
+//!
+//! [`batch`] runs many jobs; [`report`] and [`latency`] summarize them.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use pinlock::db::{Database, DbConfig, DbSettings};
+//! use pinlock::runtime::{Runtime, RuntimeSettings};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! let runtime = Runtime::new(RuntimeSettings::default())?;
+//! let worker = runtime.load_file("inventory.wasm".as_ref())?;
+//! let db = Database::new(DbConfig::parse("host=127.0.0.1 user=postgres")?, DbSettings::default());
+//! db.migrate().await?;
+//!
+//! let job = Arc::new(db.job_session(pinlock::batch::next_job_id()));
+//! let input = br#"{"action":"stock","product":"5b6f0c1e-8f3a-4d7e-9c2b-1a2b3c4d5e6f"}"#;
+//! let outcome = runtime.run_job(&worker, job, input, &CancellationToken::new()).await;
+//! println!("{:?} (locks released: {:?})", outcome.result, outcome.release);
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
 
 pub mod batch;
