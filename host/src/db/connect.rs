@@ -79,6 +79,11 @@ impl DbConfig {
         self.config.application_name(&name[..end]);
     }
 
+    /// The `application_name` sessions announce (as the server keeps it).
+    pub fn application_name(&self) -> &str {
+        self.config.get_application_name().unwrap_or("")
+    }
+
     /// `user@host:port/dbname`, for messages. Never contains the password.
     pub fn display_target(&self) -> String {
         let host = match self.config.get_hosts().first() {

@@ -36,8 +36,6 @@ use machine::Machine;
 use plan::Plan;
 use report::{Results, RunSettings};
 
-/// PostgreSQL keeps this many bytes of `application_name`.
-const APPLICATION_NAME_MAX: usize = 63;
 
 /// Arguments of `pinlock bench`.
 #[derive(Debug, Args)]
@@ -57,7 +55,7 @@ pub struct BenchArgs {
 pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::new(args.quick);
     let config = settings.db_config()?;
-    let app = application_name(&settings.host_name());
+    let app = config.application_name().to_owned();
     let runtime_settings = settings.runtime_settings(plan.max_concurrent_jobs());
     let run_settings = RunSettings {
         database: config.display_target(),
@@ -124,13 +122,4 @@ async fn scenarios(host: Host, plan: Plan, app: String, machine: Machine, settin
 /// Progress on stderr.
 fn step(number: usize, what: &str) {
     eprintln!("  scenario {number}/6: {what}");
-}
-
-/// `name` cut to what PostgreSQL keeps, as [`pinlock::db::DbConfig`] does.
-fn application_name(name: &str) -> String {
-    let mut end = name.len().min(APPLICATION_NAME_MAX);
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    name[..end].to_owned()
 }
