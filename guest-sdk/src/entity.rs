@@ -9,8 +9,8 @@ use crate::bindings::pinlock::host::distributed_lock as wit;
 /// The namespace of [`Entity::named`]: `593f8505-bf80-559e-bbe4-abb9a734db20`.
 ///
 /// It is UUIDv5 of the name `urn:pinlock:entity` in the URL namespace, and is
-/// fixed for good: every pinlock guest and host derives the same entity from
-/// the same name, so changing it would silently move every named lock.
+/// fixed for good: every pinlock guest derives the same entity from the same
+/// name, so changing it would silently move every named lock.
 pub const PINLOCK_NAMESPACE: Uuid = Uuid::from_u128(0x593f8505_bf80_559e_bbe4_abb9a734db20);
 
 /// The thing a lock is taken on, identified by a UUID.

@@ -17,23 +17,23 @@ pub struct Settings {
     pub database_url: Option<String>,
 
     /// Most PostgreSQL sessions this host opens; jobs beyond it wait.
-    #[arg(long, env = "PINLOCK_MAX_SESSIONS", default_value_t = 16, global = true)]
+    #[arg(long, env = "PINLOCK_MAX_SESSIONS", default_value_t = DbSettings::default().max_sessions, global = true)]
     pub max_sessions: usize,
 
     /// Lock wait limit when a guest gives none, in milliseconds.
-    #[arg(long, env = "PINLOCK_LOCK_TIMEOUT_MS", default_value_t = 30_000, global = true)]
+    #[arg(long, env = "PINLOCK_LOCK_TIMEOUT_MS", default_value_t = DbSettings::default().default_lock_timeout.as_millis() as u64, global = true)]
     pub lock_timeout_ms: u64,
 
     /// Most locks one job may hold at once.
-    #[arg(long, env = "PINLOCK_MAX_LOCKS_PER_JOB", default_value_t = 64, global = true)]
+    #[arg(long, env = "PINLOCK_MAX_LOCKS_PER_JOB", default_value_t = DbSettings::default().max_locks_per_job, global = true)]
     pub max_locks_per_job: usize,
 
     /// Wall-clock limit of one job, in milliseconds.
-    #[arg(long, env = "PINLOCK_TIME_LIMIT_MS", default_value_t = 60_000, global = true)]
+    #[arg(long, env = "PINLOCK_TIME_LIMIT_MS", default_value_t = RuntimeSettings::default().time_limit.as_millis() as u64, global = true)]
     pub time_limit_ms: u64,
 
     /// Memory limit of one job, in MiB.
-    #[arg(long, env = "PINLOCK_MEMORY_LIMIT_MIB", default_value_t = 64, global = true)]
+    #[arg(long, env = "PINLOCK_MEMORY_LIMIT_MIB", default_value_t = RuntimeSettings::default().memory_limit >> 20, global = true)]
     pub memory_limit_mib: usize,
 
     /// This host's name in `application_name` (default: pinlock/<hostname>/<pid>).

@@ -251,11 +251,11 @@ async fn a_killed_session_turns_the_guard_to_lost() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_a_clear_error_and_the_host_keeps_serving() {
     let runtime = runtime();
-    assert!(matches!(runtime.load("text", b"hello, not wasm"), Err(WorkerError::NotWasm)));
-    assert!(matches!(runtime.load("core", b"\0asm\x01\0\0\0"), Err(WorkerError::CoreModule)));
+    assert!(matches!(runtime.load(b"hello, not wasm"), Err(WorkerError::NotWasm)));
+    assert!(matches!(runtime.load(b"\0asm\x01\0\0\0"), Err(WorkerError::CoreModule)));
     // An empty component: valid, but not of the worker world.
-    assert!(matches!(runtime.load("empty", b"\0asm\x0d\0\x01\0"), Err(WorkerError::WrongWorld(_))));
-    assert!(matches!(runtime.load("broken", b"\0asm\x0d\0\x01\0\xff\xff"), Err(WorkerError::Invalid(_))));
+    assert!(matches!(runtime.load(b"\0asm\x0d\0\x01\0"), Err(WorkerError::WrongWorld(_))));
+    assert!(matches!(runtime.load(b"\0asm\x0d\0\x01\0\xff\xff"), Err(WorkerError::Invalid(_))));
 
     let db = database().await;
     let good = Uuid::new_v4();
@@ -268,10 +268,10 @@ async fn bad_input_is_a_clear_error_and_the_host_keeps_serving() {
         ]),
     )
     .await;
-    let results = results(&outcome);
-    assert_eq!(results[0], json!({"err": "invalid-input"}));
-    assert!(results[1]["ok"].is_object(), "the job goes on after a refused entity");
-    assert_eq!(results[2], json!({"err": "no-such-store"}));
+    let steps = results(&outcome);
+    assert_eq!(steps[0], json!({"err": "invalid-input"}));
+    assert!(steps[1]["ok"].is_object(), "the job goes on after a refused entity");
+    assert_eq!(steps[2], json!({"err": "no-such-store"}));
 
     // A host whose database is unreachable reports `unavailable` to the guest…
     let down = Database::new(
@@ -279,12 +279,38 @@ async fn bad_input_is_a_clear_error_and_the_host_keeps_serving() {
         DbSettings::default(),
     );
     let outcome = run_script(&down, json!([{"op": "acquire", "entity": Uuid::new_v4()}])).await;
-    assert_eq!(results_of(&outcome)[0], json!({"err": "unavailable"}));
+    assert_eq!(results(&outcome)[0], json!({"err": "unavailable"}));
     // …and the same runtime keeps serving jobs on a healthy database.
     let outcome = run_script(&db, json!([{"op": "acquire", "entity": Uuid::new_v4()}])).await;
-    assert!(results_of(&outcome)[0]["ok"].is_object());
+    assert!(results(&outcome)[0]["ok"].is_object());
 }
 
-fn results_of(outcome: &pinlock::runtime::JobOutcome) -> Vec<Value> {
-    results(outcome)
+/// Dropping a guard releases its lock at once, while the job goes on; an
+/// explicit release reports success; `is-held` follows both.
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_a_guard_releases_its_lock_before_the_job_ends() {
+    let db = database().await;
+    let observer = observer().await;
+    let entity = Uuid::new_v4();
+    let key = key_of(&observer, entity).await;
+    let job = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let steps = json!([
+                {"op": "acquire", "entity": entity},
+                {"op": "is_held", "slot": 0},
+                {"op": "sleep", "ms": 300},
+                {"op": "drop", "slot": 0},
+                {"op": "sleep", "ms": 1000},
+            ]);
+            run_script(&db, steps).await
+        }
+    });
+    wait_for_locks(&observer, key, |rows| !rows.is_empty()).await;
+    let rows = wait_for_locks(&observer, key, |rows| rows.is_empty()).await;
+    assert!(rows.is_empty(), "still held after the guard was dropped: {rows:?}");
+    assert!(!job.is_finished(), "released by the drop, not by the job's end");
+    let results = results(&job.await.expect("job"));
+    assert_eq!(results[1], json!({"held": true}));
+    assert_eq!(results[3], json!({"dropped": true}));
 }

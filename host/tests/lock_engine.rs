@@ -211,7 +211,8 @@ async fn concurrent_hosts_migrate_an_empty_database_cleanly() {
     let admin = observer().await;
     let name = format!("pinlock_migrate_{}", Uuid::new_v4().simple());
     admin.execute(&format!("CREATE DATABASE {name}"), &[]).await.expect("create database");
-    let url = format!("{} dbname={name}", database_url().replace("dbname=test", ""));
+    // In a libpq key=value string the last dbname wins.
+    let url = format!("{} dbname={name}", database_url());
     let migrations = (0..8).map(|_| {
         let db = Database::new(DbConfig::parse(&url).expect("url"), DbSettings::default());
         tokio::spawn(async move { db.migrate().await })

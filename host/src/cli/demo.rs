@@ -63,7 +63,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
 
 async fn rounds(settings: &Settings, args: &DemoArgs, config: DbConfig) -> anyhow::Result<ExitCode> {
     let runtime = Arc::new(Runtime::new(settings.runtime_settings(args.concurrency))?);
-    let worker = Arc::new(runtime.load("inventory", INVENTORY_WASM)?);
+    let worker = Arc::new(runtime.load(INVENTORY_WASM)?);
     let db = Database::new(config, settings.db_settings());
     db.migrate().await.context("preparing the database")?;
     println!(

@@ -1,4 +1,5 @@
-//! One file per command.
+//! One module per command (`bench` is a folder: one file per scenario), and
+//! the throwaway cluster the demo may start.
 
 pub mod bench;
 pub mod demo;

@@ -50,24 +50,13 @@ impl ScratchCluster {
         };
         let data = cluster.dir.path().join("data");
         let log = cluster.dir.path().join("server.log");
-        cluster
-            .pg(&cluster.bin.join("initdb"))
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
-            .arg(&data)
-            .status_ok()
+        run(cluster.pg(&cluster.bin.join("initdb")).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"]).arg(&data))
             .context("initdb")?;
         let options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -k {}",
             cluster.dir.path().display()
         );
-        cluster
-            .pg(&cluster.bin.join("pg_ctl"))
-            .args(["-w", "-t", "30", "-o", &options, "-l"])
-            .arg(&log)
-            .arg("-D")
-            .arg(&data)
-            .arg("start")
-            .status_ok()
+        run(cluster.pg(&cluster.bin.join("pg_ctl")).args(["-w", "-t", "30", "-o", &options, "-l"]).arg(&log).arg("-D").arg(&data).arg("start"))
             .with_context(|| format!("starting the scratch server (log: {})", log.display()))?;
         Ok(cluster)
     }
@@ -95,16 +84,6 @@ impl Drop for ScratchCluster {
             .arg("stop")
             .status();
         // The TempDir removes the directory.
-    }
-}
-
-trait StatusOk {
-    fn status_ok(&mut self) -> anyhow::Result<()>;
-}
-
-impl StatusOk for Command {
-    fn status_ok(&mut self) -> anyhow::Result<()> {
-        run(self)
     }
 }
 

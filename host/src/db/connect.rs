@@ -72,11 +72,7 @@ impl DbConfig {
     /// Names this host's sessions in `pg_stat_activity` (truncated to the
     /// server's 63-byte limit).
     pub fn set_application_name(&mut self, name: &str) {
-        let mut end = name.len().min(63);
-        while !name.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.config.application_name(&name[..end]);
+        self.config.application_name(&name[..name.floor_char_boundary(63)]);
     }
 
     /// The `application_name` sessions announce (as the server keeps it).
@@ -101,7 +97,7 @@ impl DbConfig {
         )
     }
 
-    /// The driver's configuration (for cancel tokens and tests).
+    /// The driver's configuration (the benchmark's raw floor connections use it).
     pub fn driver_config(&self) -> &Config {
         &self.config
     }

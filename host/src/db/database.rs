@@ -62,11 +62,6 @@ impl Database {
         JobSession::new(self.clone(), job_id)
     }
 
-    /// The settings in force.
-    pub fn settings(&self) -> &DbSettings {
-        &self.settings
-    }
-
     /// Where this host connects (no password).
     pub fn target(&self) -> String {
         self.pool.config().display_target()

@@ -167,27 +167,34 @@ impl JobState {
     }
 
     /// Drops the session (closing it, so the server frees what it held) and
-    /// marks every grant on it lost.
-    pub(crate) fn retire_session(&mut self) {
+    /// marks every grant on it lost. Returns whether any grant was held.
+    pub(crate) fn retire_session(&mut self) -> bool {
         self.session = None;
+        let held_any = !self.held.is_empty();
         let ids: Vec<GrantId> = self.held.keys().copied().collect();
         self.lost.extend(ids);
         self.held.clear();
         self.counts.clear();
+        held_any
     }
 
-    /// Like [`Self::retire_session`], for a session that may be stuck in a
+    /// Retires the session because of `cause`: the guest sees `lost` when
+    /// locks went with it, else `cause`.
+    pub(crate) fn retire_because(&mut self, cause: LockError) -> LockError {
+        if self.retire_session() { LockError::Lost } else { cause }
+    }
+
+    /// Like [`Self::retire_because`], for a session that may be stuck in a
     /// statement: the server terminates its backend.
-    pub(crate) async fn kill_session(&mut self, db: &Database) {
-        let ids: Vec<GrantId> = self.held.keys().copied().collect();
-        self.lost.extend(ids);
-        self.held.clear();
-        self.counts.clear();
-        if let Some(session) = self.session.take()
+    pub(crate) async fn kill_because(&mut self, db: &Database, cause: LockError) -> LockError {
+        let session = self.session.take();
+        let lost = self.retire_because(cause);
+        if let Some(session) = session
             && let Err(e) = db.pool.terminate(session).await
         {
             tracing::warn!(error = %e, "terminating a stuck session failed");
         }
+        lost
     }
 
     pub(crate) fn next_grant_id(&mut self) -> GrantId {
@@ -200,13 +207,10 @@ impl JobState {
     pub(crate) fn failure(&mut self, err: &tokio_postgres::Error) -> LockError {
         let gone = err.is_closed() || ends_session(err) || self.session.as_ref().is_none_or(|s| s.is_lost());
         if gone {
-            let held_any = !self.held.is_empty();
-            self.retire_session();
-            return if held_any {
-                LockError::Lost
-            } else {
-                LockError::Unavailable(format!("database session ended: {}", describe(err)))
-            };
+            return self.retire_because(LockError::Unavailable(format!(
+                "database session ended: {}",
+                describe(err)
+            )));
         }
         if let Some(session) = &self.session {
             // Whatever failed may have left a lock behind (a session lock

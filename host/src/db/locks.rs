@@ -128,9 +128,13 @@ impl JobSession {
             // `false` only after a stale cancel hit the first attempt after
             // it had unlocked: released either way.
             Ok(_) => Ok(()),
-            // Not released: the lock stays until the job ends (the session is
-            // now suspect, so the end unlocks everything).
-            Err(e) => Err(state.failure(&e)),
+            Err(e) => {
+                let err = state.failure(&e);
+                // Gone with its session: lost. Otherwise not released: the
+                // lock stays until the job ends (the session is now suspect,
+                // so the end unlocks everything).
+                Err(if state.session.is_none() { LockError::Lost } else { err })
+            }
         }
     }
 
@@ -188,19 +192,15 @@ async fn next_fence(state: &mut JobState) -> Result<u64, LockError> {
 
 /// `pg_try_advisory_lock*`: the fence when granted, `None` when taken.
 async fn try_lock(state: &mut JobState, key: i64, mode: LockMode) -> Result<Option<u64>, LockError> {
-    let statement = |session: &Session| match mode {
-        LockMode::Exclusive => session.stmts.try_exclusive.clone(),
-        LockMode::Shared => session.stmts.try_shared.clone(),
-    };
     let session = state.current()?;
-    let mut answer = session.lock_statement(&statement(session), &[&key]).await;
+    let mut answer = session.lock_statement(session.stmts.try_lock(mode), &[&key]).await;
     if matches!(&answer, Err(e) if session.absorbs(e)) {
         // A stale cancel hit it, maybe after the grant.
         if holds(state, key, mode).await? {
             return next_fence(state).await.map(Some);
         }
         let session = state.current()?;
-        answer = session.lock_statement(&statement(session), &[&key]).await;
+        answer = session.lock_statement(session.stmts.try_lock(mode), &[&key]).await;
     }
     match answer.and_then(|row| row.try_get::<_, Option<i64>>(0)) {
         Ok(fence) => Ok(fence.map(|f| f as u64)),
@@ -222,12 +222,8 @@ pub(crate) async fn wait_for_grant(
     loop {
         let waited = {
             let session = state.current()?;
-            let statement = match mode {
-                LockMode::Exclusive => &session.stmts.lock_exclusive,
-                LockMode::Shared => &session.stmts.lock_shared,
-            };
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
-            let waiting = session.lock_statement(statement, &params);
+            let waiting = session.lock_statement(session.stmts.lock(mode), &params);
             tokio::pin!(waiting);
             match tokio::time::timeout_at(deadline, &mut waiting).await {
                 Ok(Err(e)) if session.absorbs(&e) => Waited::HitByStaleCancel,
@@ -266,10 +262,10 @@ pub(crate) async fn wait_for_grant(
             Waited::CancelFailed => {
                 // The wait goes on server-side: only ending the backend
                 // stops it (which also drops the job's other locks).
-                state.kill_session(db).await;
-                Err(LockError::Unavailable(
+                let cause = LockError::Unavailable(
                     "lock wait timed out and could not be cancelled; the session was terminated".into(),
-                ))
+                );
+                Err(state.kill_because(db, cause).await)
             }
         };
     }
@@ -294,10 +290,9 @@ async fn holds(state: &mut JobState, key: i64, mode: LockMode) -> Result<bool, L
     match answer.and_then(|row| row.try_get::<_, bool>(0)) {
         Ok(held) => Ok(held),
         Err(e) => {
-            let err = state.failure(&e);
             // Cannot tell whether it is held: the session must go.
-            state.retire_session();
-            Err(err)
+            let err = state.failure(&e);
+            Err(state.retire_because(err))
         }
     }
 }
@@ -319,19 +314,16 @@ async fn give_back(state: &mut JobState, key: i64, mode: LockMode) -> Result<u64
         Ok(_) => Err(LockError::Timeout),
         Err(e) => {
             // Cannot prove it is not held: close the session.
-            let _ = state.failure(&e);
-            state.retire_session();
-            Err(LockError::Timeout)
+            match state.failure(&e) {
+                LockError::Lost => Err(LockError::Lost),
+                _ => Err(state.retire_because(LockError::Timeout)),
+            }
         }
     }
 }
 
 async fn unlock(session: &Session, key: i64, mode: LockMode) -> Result<bool, tokio_postgres::Error> {
-    let statement = match mode {
-        LockMode::Exclusive => &session.stmts.unlock_exclusive,
-        LockMode::Shared => &session.stmts.unlock_shared,
-    };
-    session.query_one(statement, &[&key]).await?.try_get(0)
+    session.query_one(session.stmts.unlock(mode), &[&key]).await?.try_get(0)
 }
 
 fn is_cancel(err: &tokio_postgres::Error) -> bool {

@@ -25,4 +25,7 @@ pub use kv::validate_bucket;
 pub use job_session::{JobSession, LockStats, ReleaseOutcome};
 pub use locks::{Grant, GrantId, LockMode};
 pub use observe::{HeldLock, list_advisory_locks};
-pub use session::Session;
+/// pinlock's exclusive lock statement (grant, then fencing token), for
+/// measuring it against the bare `pg_advisory_lock` floor.
+pub use sql::LOCK_EXCLUSIVE as LOCK_EXCLUSIVE_SQL;
+pub(crate) use session::Session;

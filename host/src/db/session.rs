@@ -20,7 +20,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{CancelToken, Client, NoTls, Row, Statement};
 
 use super::error::{code_of, sqlstate};
-use super::{DbConfig, DbError, sql};
+use super::{DbConfig, DbError, LockMode, sql};
 
 /// The statements every session prepares once, when it opens.
 pub(crate) struct Statements {
@@ -39,6 +39,32 @@ pub(crate) struct Statements {
     pub kv_set: Statement,
     pub kv_delete: Statement,
     pub kv_exists: Statement,
+}
+
+impl Statements {
+    /// `pg_advisory_lock*` (waits), returning the fencing token.
+    pub(crate) fn lock(&self, mode: LockMode) -> &Statement {
+        match mode {
+            LockMode::Exclusive => &self.lock_exclusive,
+            LockMode::Shared => &self.lock_shared,
+        }
+    }
+
+    /// `pg_try_advisory_lock*`, returning the fencing token or NULL.
+    pub(crate) fn try_lock(&self, mode: LockMode) -> &Statement {
+        match mode {
+            LockMode::Exclusive => &self.try_exclusive,
+            LockMode::Shared => &self.try_shared,
+        }
+    }
+
+    /// `pg_advisory_unlock*`.
+    pub(crate) fn unlock(&self, mode: LockMode) -> &Statement {
+        match mode {
+            LockMode::Exclusive => &self.unlock_exclusive,
+            LockMode::Shared => &self.unlock_shared,
+        }
+    }
 }
 
 /// A live session and what pinlock knows about it.
@@ -78,7 +104,7 @@ impl Session {
             let client = &client;
             async move { client.prepare(text).await.map_err(DbError::query("preparing a statement")) }
         };
-        // Sent together: one round trip's worth of waiting, not fourteen.
+        // Sent in two pipelined batches: two round trips' worth of waiting, not sixteen.
         let (lock_exclusive, lock_shared, try_exclusive, try_shared, next_fence, unlock_exclusive, unlock_shared, find_key) =
             tokio::try_join!(
                 prepare(sql::LOCK_EXCLUSIVE),

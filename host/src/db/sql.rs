@@ -42,6 +42,7 @@ pub const UPSERT_KEY: &str = "INSERT INTO pinlock.entity_keys (entity) VALUES ($
 // grant (OFFSET 0 keeps the planner from merging the two levels, and CASE
 // evaluates its branch only after its condition), so a token is always
 // greater than any token read by an earlier holder.
+/// Waits for an exclusive lock, then reads its fencing token.
 pub const LOCK_EXCLUSIVE: &str =
     "SELECT nextval('pinlock.fence') FROM (SELECT pg_advisory_lock($1) OFFSET 0) AS granted";
 pub const LOCK_SHARED: &str =
@@ -54,13 +55,12 @@ pub const NEXT_FENCE: &str = "SELECT nextval('pinlock.fence')";
 pub const UNLOCK_EXCLUSIVE: &str = "SELECT pg_advisory_unlock($1)";
 pub const UNLOCK_SHARED: &str = "SELECT pg_advisory_unlock_shared($1)";
 pub const UNLOCK_ALL: &str = "SELECT pg_advisory_unlock_all()";
-/// Run once per session: its backend pid, and (PostgreSQL 14+) a periodic
-/// check of the client socket while a statement runs, so that a backend
-/// waiting for a lock for a client that is gone gives up within seconds
-/// instead of taking the lock for nobody.
-pub const SESSION_SETUP: &str = "SELECT pg_backend_pid(),
-     CASE WHEN current_setting('server_version_num')::int >= 140000
-          THEN set_config('client_connection_check_interval', '2000', false) END";
+/// Run once per session: its backend pid, and a periodic check of the
+/// client socket while a statement runs, so that a backend waiting for a
+/// lock for a client that is gone gives up within seconds instead of taking
+/// the lock for nobody.
+pub const SESSION_SETUP: &str =
+    "SELECT pg_backend_pid(), set_config('client_connection_check_interval', '2000', false)";
 /// Ends a backend that is stuck (a wait that could not be cancelled) and
 /// waits up to 5 s for it to exit, which frees its locks.
 pub const TERMINATE: &str = "SELECT pg_terminate_backend($1, 5000)";

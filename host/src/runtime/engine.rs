@@ -95,10 +95,6 @@ impl Runtime {
         Ok(Self { engine, linker, settings, ticker_stop })
     }
 
-    /// The limits in force.
-    pub fn settings(&self) -> &RuntimeSettings {
-        &self.settings
-    }
 }
 
 impl Drop for Runtime {

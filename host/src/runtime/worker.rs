@@ -40,20 +40,6 @@ pub enum WorkerError {
 /// A component ready to run jobs.
 pub struct Worker {
     pub(crate) pre: bindings::WorkerPre<JobState>,
-    name: String,
-    size: usize,
-}
-
-impl Worker {
-    /// The name it was loaded under (the file name, or given).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The component's size in bytes.
-    pub fn size(&self) -> usize {
-        self.size
-    }
 }
 
 impl Runtime {
@@ -61,12 +47,11 @@ impl Runtime {
     pub fn load_file(&self, path: &Path) -> Result<Worker, WorkerError> {
         let bytes = std::fs::read(path)
             .map_err(|source| WorkerError::Read { path: path.display().to_string(), source })?;
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        self.load(&name, &bytes)
+        self.load(&bytes)
     }
 
     /// Compiles `bytes` and checks it is a worker.
-    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Worker, WorkerError> {
+    pub fn load(&self, bytes: &[u8]) -> Result<Worker, WorkerError> {
         const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
             return Err(WorkerError::NotWasm);
@@ -82,6 +67,6 @@ impl Runtime {
             .map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
         let pre = bindings::WorkerPre::new(instance_pre)
             .map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
-        Ok(Worker { pre, name: name.to_owned(), size: bytes.len() })
+        Ok(Worker { pre })
     }
 }

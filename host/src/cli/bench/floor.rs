@@ -33,8 +33,8 @@ pub fn distinct_floor_keys(n: usize) -> Vec<i64> {
     keys.into_iter().collect()
 }
 
-/// pinlock's exclusive lock statement (see `db/sql.rs`, `LOCK_EXCLUSIVE`).
-const FENCED_LOCK: &str = "SELECT nextval('pinlock.fence') FROM (SELECT pg_advisory_lock($1) OFFSET 0) AS granted";
+/// pinlock's exclusive lock statement: the grant, then the fencing token.
+const FENCED_LOCK: &str = pinlock::db::LOCK_EXCLUSIVE_SQL;
 
 /// Which lock statement a floor connection runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -66,7 +66,7 @@ pub async fn run(host: &Host, plan: &Plan, app: &str) -> anyhow::Result<Handoff>
             1 => floor_run(host, app, LockSql::Plain, key, waiters, rounds).await,
             _ => floor_run(host, app, LockSql::Fenced, key, waiters, rounds).await,
         };
-        let mut tallies = [Tally::new()?, Tally::new()?, Tally::new()?];
+        let mut tallies = [Tally::new(), Tally::new(), Tally::new()];
         for round in 0..plan.handoff_rounds {
             for turn in 0..tallies.len() {
                 let which = (round + turn) % tallies.len();
@@ -139,8 +139,8 @@ struct Tally {
 }
 
 impl Tally {
-    fn new() -> anyhow::Result<Self> {
-        Ok(Self { hist: Hist::new(), grants: 0, span_ns: 0 })
+    fn new() -> Self {
+        Self { hist: Hist::new(), grants: 0, span_ns: 0 }
     }
 
     /// Adds one run: sorts every grant in time, trims both ends, and times

@@ -40,7 +40,7 @@ impl Host {
     /// Loads the bench guest into a runtime with room for `max_jobs` at once.
     pub fn new(config: DbConfig, db_settings: DbSettings, runtime_settings: RuntimeSettings) -> anyhow::Result<Self> {
         let runtime = Arc::new(Runtime::new(runtime_settings)?);
-        let worker = Arc::new(runtime.load("bench", BENCH_WASM).context("loading the bench guest")?);
+        let worker = Arc::new(runtime.load(BENCH_WASM).context("loading the bench guest")?);
         Ok(Self { runtime, worker, config, db_settings })
     }
 

@@ -1,9 +1,10 @@
 //! Scenario 6, entity mapping: what the first lock on an entity costs over a
 //! known one. Three jobs lock and release the same fresh entities in turn:
-//! - never seen: the mapping row is inserted (a committed write);
+//! - never seen: a lookup misses and the mapping row is inserted (a
+//!   committed write);
 //! - cached: same host again, the key comes from its memory;
-//! - known to the table, new to the host: a second host (fresh cache) looks
-//!   the key up through the same statement.
+//! - known to the table, new to the host: a second host (fresh cache) reads
+//!   the key (no write).
 
 use serde::Serialize;
 use serde_json::json;

@@ -8,7 +8,7 @@ use serde::Serialize;
 pub struct Plan {
     /// Whether this is the `--quick` plan.
     pub quick: bool,
-    /// Scenario 1: rounds, alternating pinlock and floor.
+    /// Scenario 1: rounds, taking turns between pinlock, the floor and the fenced floor.
     pub uncontended_rounds: usize,
     /// Scenario 1: distinct entities (keys) per round.
     pub uncontended_per_round: usize,

@@ -24,7 +24,7 @@ pub struct RunSettings {
     pub database: String,
     /// This host's `application_name`.
     pub application_name: String,
-    /// `--max-sessions` (scenarios 2 and 3 raise it to C or N).
+    /// `--max-sessions` (scenarios 2, 3 and 6 set their own: C, N and 1).
     pub max_sessions: usize,
     /// `--lock-timeout-ms`.
     pub lock_timeout_ms: u64,

@@ -9,11 +9,7 @@ const MAX_LINE: usize = 4096;
 
 impl Host for JobState {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let mut end = message.len().min(MAX_LINE);
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        let message = &message[..end];
+        let message = &message[..message.floor_char_boundary(MAX_LINE)];
         let job = self.job_id;
         match level {
             Level::Trace => tracing::trace!(target: "pinlock::guest", job, "{message}"),
