@@ -23,10 +23,7 @@ async fn assert_released_after(ending: Value, expected: fn(&Result<Vec<u8>, JobE
     let entity = Uuid::new_v4();
     let key = key_of(&observer, entity).await;
     let steps = json!([{"op": "acquire", "entity": entity}, {"op": "sleep", "ms": 200}, ending]);
-    let job = tokio::spawn({
-        let db = db.clone();
-        async move { run_script(&db, steps).await }
-    });
+    let job = spawn_script(&db, steps);
     let during = wait_for_locks(&observer, key, |rows| !rows.is_empty()).await;
     assert!(during.iter().any(|r| r.granted), "the job holds the lock while it runs");
     let outcome = job.await.expect("job task");
@@ -114,19 +111,11 @@ async fn shared_holders_coexist_and_exclusive_waits_for_them() {
     let entity = Uuid::new_v4();
     let key = key_of(&observer, entity).await;
     let shared = json!([{"op": "acquire", "entity": entity, "mode": "shared"}, {"op": "sleep", "ms": 600}]);
-    let readers: Vec<_> = (0..4)
-        .map(|_| {
-            let (db, steps) = (db.clone(), shared.clone());
-            tokio::spawn(async move { run_script(&db, steps).await })
-        })
-        .collect();
+    let readers: Vec<_> = (0..4).map(|_| spawn_script(&db, shared.clone())).collect();
     let rows = wait_for_locks(&observer, key, |rows| rows.iter().filter(|r| r.granted).count() == 4).await;
     assert_eq!(rows.iter().filter(|r| r.granted && r.mode == "ShareLock").count(), 4, "{rows:?}");
     // An exclusive request waits while the readers hold it.
-    let writer = tokio::spawn({
-        let db = db.clone();
-        async move { run_script(&db, json!([{"op": "acquire", "entity": entity, "timeout_ms": 2500}, {"op": "sleep", "ms": 300}])).await }
-    });
+    let writer = spawn_script(&db, json!([{"op": "acquire", "entity": entity, "timeout_ms": 2500}, {"op": "sleep", "ms": 300}]));
     let rows = wait_for_locks(&observer, key, |rows| rows.iter().any(|r| !r.granted)).await;
     assert!(rows.iter().any(|r| !r.granted && r.mode == "ExclusiveLock"), "writer waits: {rows:?}");
     for reader in readers {
@@ -169,12 +158,7 @@ async fn fencing_tokens_increase_across_successive_jobs() {
     let db = database().await;
     let entity = Uuid::new_v4();
     let holders: Vec<_> = (0..6)
-        .map(|_| {
-            let db = db.clone();
-            tokio::spawn(async move {
-                run_script(&db, json!([{"op": "acquire", "entity": entity}, {"op": "sleep", "ms": 20}])).await
-            })
-        })
+        .map(|_| spawn_script(&db, json!([{"op": "acquire", "entity": entity}, {"op": "sleep", "ms": 20}])))
         .collect();
     let mut fences = Vec::new();
     for holder in holders {
@@ -192,18 +176,14 @@ async fn a_deadlock_is_reported_to_one_guest() {
     let db = database().await;
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let crossed = |first: Uuid, second: Uuid| {
-        let db = db.clone();
-        tokio::spawn(async move {
-            run_script(
-                &db,
-                json!([
-                    {"op": "acquire", "entity": first},
-                    {"op": "sleep", "ms": 200},
-                    {"op": "acquire", "entity": second, "timeout_ms": 2500},
-                ]),
-            )
-            .await
-        })
+        spawn_script(
+            &db,
+            json!([
+                {"op": "acquire", "entity": first},
+                {"op": "sleep", "ms": 200},
+                {"op": "acquire", "entity": second, "timeout_ms": 2500},
+            ]),
+        )
     };
     let (one, two) = (crossed(a, b), crossed(b, a));
     let outcomes = [one.await.expect("one"), two.await.expect("two")];
@@ -222,17 +202,14 @@ async fn a_killed_session_turns_the_guard_to_lost() {
         let observer = observer().await;
         let entity = Uuid::new_v4();
         let key = key_of(&observer, entity).await;
-        let job = tokio::spawn({
-            let db = db.clone();
-            async move {
-                let steps = json!([
-                    {"op": "acquire", "entity": entity},
-                    {"op": "wait_until_lost", "slot": 0, "max_ms": 1500},
-                    {"op": "release", "slot": 0},
-                ]);
-                run_script(&db, steps).await
-            }
-        });
+        let job = spawn_script(
+            &db,
+            json!([
+                {"op": "acquire", "entity": entity},
+                {"op": "wait_until_lost", "slot": 0, "max_ms": 1500},
+                {"op": "release", "slot": 0},
+            ]),
+        );
         let rows = wait_for_locks(&observer, key, |rows| !rows.is_empty()).await;
         if kill {
             observer.execute("SELECT pg_terminate_backend($1)", &[&rows[0].pid]).await.expect("terminate");
@@ -293,19 +270,16 @@ async fn dropping_a_guard_releases_its_lock_before_the_job_ends() {
     let observer = observer().await;
     let entity = Uuid::new_v4();
     let key = key_of(&observer, entity).await;
-    let job = tokio::spawn({
-        let db = db.clone();
-        async move {
-            let steps = json!([
-                {"op": "acquire", "entity": entity},
-                {"op": "is_held", "slot": 0},
-                {"op": "sleep", "ms": 300},
-                {"op": "drop", "slot": 0},
-                {"op": "sleep", "ms": 1000},
-            ]);
-            run_script(&db, steps).await
-        }
-    });
+    let job = spawn_script(
+        &db,
+        json!([
+            {"op": "acquire", "entity": entity},
+            {"op": "is_held", "slot": 0},
+            {"op": "sleep", "ms": 300},
+            {"op": "drop", "slot": 0},
+            {"op": "sleep", "ms": 1000},
+        ]),
+    );
     wait_for_locks(&observer, key, |rows| !rows.is_empty()).await;
     let rows = wait_for_locks(&observer, key, |rows| rows.is_empty()).await;
     assert!(rows.is_empty(), "still held after the guard was dropped: {rows:?}");

@@ -132,6 +132,12 @@ pub async fn run_script(db: &Arc<Database>, steps: Value) -> JobOutcome {
     run_script_cancellable(db, steps, &CancellationToken::new()).await
 }
 
+/// Runs the scripted fixture with `steps` on its own task.
+pub fn spawn_script(db: &Arc<Database>, steps: Value) -> tokio::task::JoinHandle<JobOutcome> {
+    let db = db.clone();
+    tokio::spawn(async move { run_script(&db, steps).await })
+}
+
 pub async fn run_script_cancellable(db: &Arc<Database>, steps: Value, cancel: &CancellationToken) -> JobOutcome {
     let input = serde_json::to_vec(&json!({ "steps": steps })).expect("script json");
     runtime().run_job(scripted(), job(db), &input, cancel).await
