@@ -18,10 +18,7 @@ use uuid::Uuid;
 /// While it runs the lock is visible in `pg_locks` (so the check below could
 /// fail); once the job's outcome is back, nothing holds the key.
 async fn assert_released_after(ending: Value, expected: fn(&Result<Vec<u8>, JobError>) -> bool) {
-    let db = database().await;
-    let observer = observer().await;
-    let entity = Uuid::new_v4();
-    let key = key_of(&observer, entity).await;
+    let Setup { db, observer, entity, key } = setup().await;
     let steps = json!([{"op": "acquire", "entity": entity}, {"op": "sleep", "ms": 200}, ending]);
     let job = spawn_script(&db, steps);
     let during = wait_for_locks(&observer, key, |rows| !rows.is_empty()).await;
@@ -85,10 +82,7 @@ async fn a_job_killed_while_waiting_for_a_lock_never_gets_it_later() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancelled_job_releases_its_locks() {
-    let db = database().await;
-    let observer = observer().await;
-    let entity = Uuid::new_v4();
-    let key = key_of(&observer, entity).await;
+    let Setup { db, observer, entity, key } = setup().await;
     let cancel = CancellationToken::new();
     let job = tokio::spawn({
         let (db, cancel) = (db.clone(), cancel.clone());
@@ -106,10 +100,7 @@ async fn a_cancelled_job_releases_its_locks() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shared_holders_coexist_and_exclusive_waits_for_them() {
-    let db = database().await;
-    let observer = observer().await;
-    let entity = Uuid::new_v4();
-    let key = key_of(&observer, entity).await;
+    let Setup { db, observer, entity, key } = setup().await;
     let shared = json!([{"op": "acquire", "entity": entity, "mode": "shared"}, {"op": "sleep", "ms": 600}]);
     let readers: Vec<_> = (0..4).map(|_| spawn_script(&db, shared.clone())).collect();
     let rows = wait_for_locks(&observer, key, |rows| rows.iter().filter(|r| r.granted).count() == 4).await;
@@ -131,10 +122,7 @@ async fn shared_holders_coexist_and_exclusive_waits_for_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn try_acquire_and_timeout_from_a_guest() {
-    let db = database().await;
-    let observer = observer().await;
-    let entity = Uuid::new_v4();
-    let key = key_of(&observer, entity).await;
+    let Setup { db, observer, entity, key } = setup().await;
     observer.execute("SELECT pg_advisory_lock_shared($1)", &[&key]).await.expect("hold shared");
     let outcome = run_script(
         &db,
@@ -198,10 +186,7 @@ async fn a_deadlock_is_reported_to_one_guest() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_session_turns_the_guard_to_lost() {
     for kill in [true, false] {
-        let db = database().await;
-        let observer = observer().await;
-        let entity = Uuid::new_v4();
-        let key = key_of(&observer, entity).await;
+        let Setup { db, observer, entity, key } = setup().await;
         let job = spawn_script(
             &db,
             json!([
@@ -266,10 +251,7 @@ async fn bad_input_is_a_clear_error_and_the_host_keeps_serving() {
 /// explicit release reports success; `is-held` follows both.
 #[tokio::test(flavor = "multi_thread")]
 async fn dropping_a_guard_releases_its_lock_before_the_job_ends() {
-    let db = database().await;
-    let observer = observer().await;
-    let entity = Uuid::new_v4();
-    let key = key_of(&observer, entity).await;
+    let Setup { db, observer, entity, key } = setup().await;
     let job = spawn_script(
         &db,
         json!([

@@ -48,10 +48,7 @@ async fn try_acquire_never_waits_and_reports_taken() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_timed_out_wait_is_typed_and_leaves_nothing_held() {
-    let db = database().await;
-    let observer = observer().await;
-    let entity = Uuid::new_v4();
-    let key = key_of(&observer, entity).await;
+    let Setup { db, observer, entity, key } = setup().await;
     observer.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("hold");
     let waiter = job(&db);
     let started = Instant::now();

@@ -64,6 +64,23 @@ pub async fn database_with(settings: DbSettings) -> Arc<Database> {
     db
 }
 
+/// What most tests start with: a host's database, an observer session, and a
+/// fresh entity with its advisory key.
+pub struct Setup {
+    pub db: Arc<Database>,
+    pub observer: Client,
+    pub entity: Uuid,
+    pub key: i64,
+}
+
+pub async fn setup() -> Setup {
+    let db = database().await;
+    let observer = observer().await;
+    let entity = Uuid::new_v4();
+    let key = key_of(&observer, entity).await;
+    Setup { db, observer, entity, key }
+}
+
 /// A plain session for looking at (and holding) locks from outside pinlock.
 pub async fn observer() -> Client {
     let (client, connection) = tokio_postgres::connect(&database_url(), NoTls).await.expect("observer connects");
