@@ -119,7 +119,7 @@ impl DbConfig {
         let connecting = self.config.connect(NoTls);
         match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Ok(Ok(pair)) => Ok(pair),
-            Ok(Err(source)) => Err(DbError::Connect { target: self.display_target(), source }),
+            Ok(Err(cause)) => Err(DbError::Connect { target: self.display_target(), cause }),
             Err(_) => Err(DbError::ConnectTimeout {
                 target: self.display_target(),
                 after: CONNECT_TIMEOUT,

@@ -19,13 +19,12 @@ pub(crate) mod sqlstate {
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// No session could be opened.
-    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    #[error("cannot connect to PostgreSQL at {target}: {}", describe(cause))]
     Connect {
         /// Where we tried to connect (never includes a password).
         target: String,
-        /// The driver's error.
-        #[source]
-        source: tokio_postgres::Error,
+        /// The driver's error (in the message, with its causes).
+        cause: tokio_postgres::Error,
     },
     /// Opening a session did not finish in time.
     #[error("connecting to PostgreSQL at {target} timed out after {after:?}")]
@@ -36,13 +35,13 @@ pub enum DbError {
         after: Duration,
     },
     /// A statement failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", describe(cause))]
     Query {
         /// What pinlock was doing.
         context: &'static str,
-        /// The driver's error (carries the SQLSTATE when the server raised it).
-        #[source]
-        source: tokio_postgres::Error,
+        /// The driver's error (in the message, with the SQLSTATE when the
+        /// server raised it).
+        cause: tokio_postgres::Error,
     },
     /// The configuration is not usable.
     #[error("invalid database configuration: {0}")]
@@ -51,7 +50,7 @@ pub enum DbError {
 
 impl DbError {
     pub(crate) fn query(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DbError {
-        move |source| DbError::Query { context, source }
+        move |cause| DbError::Query { context, cause }
     }
 }
 
@@ -92,12 +91,21 @@ pub enum KvError {
     Other(String),
 }
 
-/// Describes a driver error in one line, with its SQLSTATE when there is one.
+/// Describes a driver error in one line: the server's message and SQLSTATE,
+/// or the error with its causes ("error connecting to server: Connection
+/// refused (os error 111)").
 pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
-    match err.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => err.to_string(),
+    if let Some(db) = err.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
     }
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 /// The SQLSTATE of a server-raised error.

@@ -12,13 +12,12 @@ use super::imports::{JobState, bindings};
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// The file.
         path: String,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Not WebAssembly at all.
     #[error("not a WebAssembly file (no \\0asm header)")]
@@ -46,7 +45,7 @@ impl Runtime {
     /// Loads a worker from a `.wasm` file.
     pub fn load_file(&self, path: &Path) -> Result<Worker, WorkerError> {
         let bytes = std::fs::read(path)
-            .map_err(|source| WorkerError::Read { path: path.display().to_string(), source })?;
+            .map_err(|cause| WorkerError::Read { path: path.display().to_string(), cause })?;
         self.load(&bytes)
     }
 
