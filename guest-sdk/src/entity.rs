@@ -76,10 +76,7 @@ mod tests {
 
     #[test]
     fn namespace_is_the_documented_derivation() {
-        assert_eq!(
-            PINLOCK_NAMESPACE,
-            Uuid::new_v5(&Uuid::NAMESPACE_URL, b"urn:pinlock:entity")
-        );
+        assert_eq!(PINLOCK_NAMESPACE, Uuid::new_v5(&Uuid::NAMESPACE_URL, b"urn:pinlock:entity"));
     }
 
     #[test]

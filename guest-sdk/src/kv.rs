@@ -28,9 +28,7 @@ impl Bucket {
     ///
     /// Fails with [`KvError::NotUtf8`] when the value is not UTF-8.
     pub fn get_string(&self, key: &str) -> Result<Option<String>, KvError> {
-        self.get(key)?
-            .map(|bytes| String::from_utf8(bytes).map_err(|_| KvError::NotUtf8(key.to_owned())))
-            .transpose()
+        self.get(key)?.map(|bytes| String::from_utf8(bytes).map_err(|_| KvError::NotUtf8(key.to_owned()))).transpose()
     }
 
     /// Stores `value` under `key`, replacing any value there.

@@ -47,11 +47,7 @@ impl From<wit::LockMode> for Mode {
 /// # }
 /// ```
 pub fn lock(entity: impl Into<Entity>) -> LockRequest {
-    LockRequest {
-        entity: entity.into(),
-        mode: Mode::Exclusive,
-        timeout: None,
-    }
+    LockRequest { entity: entity.into(), mode: Mode::Exclusive, timeout: None }
 }
 
 /// A lock to take, built by [`lock()`]. Reusable: acquiring does not consume
@@ -88,10 +84,7 @@ impl LockRequest {
     /// "do not wait" (like [`try_acquire`](Self::try_acquire), but failing
     /// with [`LockError::Timeout`]).
     pub fn timeout(self, timeout: Duration) -> Self {
-        Self {
-            timeout: Some(timeout),
-            ..self
-        }
+        Self { timeout: Some(timeout), ..self }
     }
 
     /// Waits until the lock is granted, up to the timeout.
@@ -181,11 +174,7 @@ impl fmt::Debug for Guard {
 /// Any other release failure is logged as a warning and `f`'s result is
 /// returned: the lock was held for the whole of `f`, and the host ends it
 /// with the job in any case.
-pub fn with_lock<T>(
-    entity: impl Into<Entity>,
-    mode: Mode,
-    f: impl FnOnce(&Guard) -> T,
-) -> Result<T, LockError> {
+pub fn with_lock<T>(entity: impl Into<Entity>, mode: Mode, f: impl FnOnce(&Guard) -> T) -> Result<T, LockError> {
     let entity = entity.into();
     let guard = lock(entity).mode(mode).acquire()?;
     let value = f(&guard);

@@ -97,10 +97,7 @@ impl Hist {
         quantiles.push(1.0);
         quantiles
             .into_iter()
-            .map(|q| CurvePoint {
-                percentile: q * 100.0,
-                us: self.histogram.value_at_quantile(q) as f64 / 1000.0,
-            })
+            .map(|q| CurvePoint { percentile: q * 100.0, us: self.histogram.value_at_quantile(q) as f64 / 1000.0 })
             .collect()
     }
 }

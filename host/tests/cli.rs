@@ -24,10 +24,8 @@ async fn locks_lists_holders_and_waiters_with_their_entity() {
     let pid = holder.backend_pid().await.expect("pid");
     let output = pinlock().args(["locks", "--json"]).env("DATABASE_URL", database_url()).output().expect("run");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let rows: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
+    let rows: Vec<Value> =
+        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
     let mine = rows
         .iter()
         .find(|r| r["entity"] == Value::String(entity.to_string()))

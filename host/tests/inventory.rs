@@ -41,9 +41,8 @@ fn sell_from_two_processes(unlocked: bool) -> (u64, u64) {
     outputs(&pinlock(&[], &restock).output().expect("run restock"));
     let order = json!({"action": "reserve", "product": product, "quantity": 1, "unlocked": unlocked});
     let jobs = ORDERS_PER_PROCESS.to_string();
-    let processes: Vec<_> = (0..2)
-        .map(|_| pinlock(&["--jobs", &jobs, "--concurrency", "8"], &order).spawn_piped())
-        .collect();
+    let processes: Vec<_> =
+        (0..2).map(|_| pinlock(&["--jobs", &jobs, "--concurrency", "8"], &order).spawn_piped()).collect();
     let mut sold = 0;
     for process in processes {
         let output = process.wait_with_output().expect("pinlock process");
@@ -59,10 +58,7 @@ trait SpawnPiped {
 
 impl SpawnPiped for Command {
     fn spawn_piped(&mut self) -> std::process::Child {
-        self.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn pinlock")
+        self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn pinlock")
     }
 }
 

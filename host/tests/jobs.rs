@@ -35,17 +35,16 @@ async fn locks_are_released_when_the_job_returns() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn locks_are_released_when_the_job_returns_an_error() {
-    assert_released_after(json!({"op": "fail", "message": "boom"}), |r| {
-        *r == Err(JobError::Failed("boom".into()))
-    })
-    .await;
+    assert_released_after(json!({"op": "fail", "message": "boom"}), |r| *r == Err(JobError::Failed("boom".into())))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn locks_are_released_when_the_guest_traps() {
-    assert_released_after(json!({"op": "panic"}), |r| {
-        matches!(r, Err(JobError::Trap(message)) if message.contains("panicked"))
-    })
+    assert_released_after(
+        json!({"op": "panic"}),
+        |r| matches!(r, Err(JobError::Trap(message)) if message.contains("panicked")),
+    )
     .await;
 }
 
@@ -106,7 +105,8 @@ async fn shared_holders_coexist_and_exclusive_waits_for_them() {
     let rows = wait_for_locks(&observer, key, |rows| rows.iter().filter(|r| r.granted).count() == 4).await;
     assert_eq!(rows.iter().filter(|r| r.granted && r.mode == "ShareLock").count(), 4, "{rows:?}");
     // An exclusive request waits while the readers hold it.
-    let writer = spawn_script(&db, json!([{"op": "acquire", "entity": entity, "timeout_ms": 2500}, {"op": "sleep", "ms": 300}]));
+    let writer =
+        spawn_script(&db, json!([{"op": "acquire", "entity": entity, "timeout_ms": 2500}, {"op": "sleep", "ms": 300}]));
     let rows = wait_for_locks(&observer, key, |rows| rows.iter().any(|r| !r.granted)).await;
     assert!(rows.iter().any(|r| !r.granted && r.mode == "ExclusiveLock"), "writer waits: {rows:?}");
     for reader in readers {
@@ -236,10 +236,8 @@ async fn bad_input_is_a_clear_error_and_the_host_keeps_serving() {
     assert_eq!(steps[2], json!({"err": "no-such-store"}));
 
     // A host whose database is unreachable reports `unavailable` to the guest…
-    let down = Database::new(
-        DbConfig::parse("host=127.0.0.1 port=1 user=postgres").expect("config"),
-        DbSettings::default(),
-    );
+    let down =
+        Database::new(DbConfig::parse("host=127.0.0.1 port=1 user=postgres").expect("config"), DbSettings::default());
     let outcome = run_script(&down, json!([{"op": "acquire", "entity": Uuid::new_v4()}])).await;
     assert_eq!(results(&outcome)[0], json!({"err": "unavailable"}));
     // …and the same runtime keeps serving jobs on a healthy database.

@@ -77,7 +77,9 @@ async fn timeout_racing_the_grant_never_leaves_a_stray_lock() {
         let waiter = job(&db);
         let wait = {
             let waiter = waiter.clone();
-            tokio::spawn(async move { waiter.acquire(entity, LockMode::Exclusive, Some(Duration::from_millis(30))).await })
+            tokio::spawn(
+                async move { waiter.acquire(entity, LockMode::Exclusive, Some(Duration::from_millis(30))).await },
+            )
         };
         // Release around the moment the timeout fires (27..33 ms).
         tokio::time::sleep(Duration::from_micros(27_000 + (round % 7) * 1_000)).await;
@@ -117,7 +119,8 @@ async fn dropping_a_waiting_future_is_not_enough() {
     let naive_pid: i32 = naive.query_one("SELECT pg_backend_pid()", &[]).await.expect("pid").get(0);
     let key = key_of(&observer, Uuid::new_v4()).await;
     observer.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("hold");
-    let waited = tokio::time::timeout(Duration::from_millis(100), naive.execute("SELECT pg_advisory_lock($1)", &[&key])).await;
+    let waited =
+        tokio::time::timeout(Duration::from_millis(100), naive.execute("SELECT pg_advisory_lock($1)", &[&key])).await;
     assert!(waited.is_err(), "the naive wait timed out client-side");
     observer.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.expect("unlock");
     let rows = wait_for_locks(&observer, key, |rows| rows.iter().any(|r| r.granted)).await;
@@ -166,10 +169,7 @@ async fn invalid_entities_and_limits_are_typed_errors() {
     for _ in 0..3 {
         job.acquire(Uuid::new_v4(), LockMode::Shared, None).await.expect("within the limit");
     }
-    assert!(matches!(
-        job.acquire(Uuid::new_v4(), LockMode::Shared, None).await,
-        Err(LockError::LimitExceeded(_))
-    ));
+    assert!(matches!(job.acquire(Uuid::new_v4(), LockMode::Shared, None).await, Err(LockError::LimitExceeded(_))));
 }
 
 #[tokio::test(flavor = "multi_thread")]

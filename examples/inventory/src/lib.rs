@@ -52,16 +52,9 @@ fn handle(input: &[u8]) -> Result<Vec<u8>> {
     let output = match request {
         Request::Restock { product, quantity } => {
             // `??`: first the lock's error, then the closure's.
-            with_lock(product, Mode::Exclusive, |_| {
-                stock.restock(product, quantity)
-            })??
+            with_lock(product, Mode::Exclusive, |_| stock.restock(product, quantity))??
         }
-        Request::Reserve {
-            product,
-            quantity,
-            think_ms,
-            unlocked,
-        } => {
+        Request::Reserve { product, quantity, think_ms, unlocked } => {
             let think = Duration::from_millis(think_ms);
             if unlocked {
                 stock.reserve(product, quantity, think, None)?
@@ -92,30 +85,19 @@ impl Stock {
     }
 
     fn set(&self, product: Uuid, stock: u64) -> Result<()> {
-        Ok(self
-            .0
-            .set_string(&product.to_string(), &stock.to_string())?)
+        Ok(self.0.set_string(&product.to_string(), &stock.to_string())?)
     }
 
     /// Call with the product locked.
     fn restock(&self, product: Uuid, quantity: u64) -> Result<Value> {
-        let stock = self
-            .get(product)?
-            .checked_add(quantity)
-            .ok_or("stock overflow")?;
+        let stock = self.get(product)?.checked_add(quantity).ok_or("stock overflow")?;
         self.set(product, stock)?;
         Ok(json!({ "stock": stock }))
     }
 
     /// A read-modify-write: correct only with the product locked (`fence` is
     /// the lock's fencing token, `None` when unlocked).
-    fn reserve(
-        &self,
-        product: Uuid,
-        quantity: u64,
-        think: Duration,
-        fence: Option<u64>,
-    ) -> Result<Value> {
+    fn reserve(&self, product: Uuid, quantity: u64, think: Duration, fence: Option<u64>) -> Result<Value> {
         let stock = self.get(product)?;
         thread::sleep(think);
         if stock < quantity {

@@ -38,10 +38,7 @@ pub async fn run(settings: &Settings, args: LocksArgs) -> anyhow::Result<ExitCod
         };
         let mode = if lock.mode == "ShareLock" { "shared" } else { "exclusive" };
         let state = if lock.granted { "held" } else { "waiting" };
-        println!(
-            "{entity:<38} {:>12} {mode:<13} {state:<8} {:>7}  {}",
-            lock.key, lock.pid, lock.application
-        );
+        println!("{entity:<38} {:>12} {mode:<13} {state:<8} {:>7}  {}", lock.key, lock.pid, lock.application);
     }
     Ok(ExitCode::SUCCESS)
 }

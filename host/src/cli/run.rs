@@ -45,9 +45,8 @@ pub struct RunArgs {
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
     serde_json::from_str::<serde_json::Value>(&args.input).context("--input is not valid JSON")?;
     let runtime = Arc::new(Runtime::new(settings.runtime_settings(args.concurrency))?);
-    let worker = Arc::new(
-        runtime.load_file(&args.component).with_context(|| format!("loading {}", args.component.display()))?,
-    );
+    let worker =
+        Arc::new(runtime.load_file(&args.component).with_context(|| format!("loading {}", args.component.display()))?);
     let db = Database::new(settings.db_config()?, settings.db_settings());
     db.migrate().await?;
 

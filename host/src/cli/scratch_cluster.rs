@@ -50,14 +50,20 @@ impl ScratchCluster {
         };
         let data = cluster.dir.path().join("data");
         let log = cluster.dir.path().join("server.log");
-        run(cluster.pg(&cluster.bin.join("initdb")).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"]).arg(&data))
-            .context("initdb")?;
-        let options = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -k {}",
-            cluster.dir.path().display()
-        );
-        run(cluster.pg(&cluster.bin.join("pg_ctl")).args(["-w", "-t", "30", "-o", &options, "-l"]).arg(&log).arg("-D").arg(&data).arg("start"))
-            .with_context(|| format!("starting the scratch server (log: {})", log.display()))?;
+        run(cluster
+            .pg(&cluster.bin.join("initdb"))
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
+            .arg(&data))
+        .context("initdb")?;
+        let options = format!("-p {port} -c listen_addresses=127.0.0.1 -k {}", cluster.dir.path().display());
+        run(cluster
+            .pg(&cluster.bin.join("pg_ctl"))
+            .args(["-w", "-t", "30", "-o", &options, "-l"])
+            .arg(&log)
+            .arg("-D")
+            .arg(&data)
+            .arg("start"))
+        .with_context(|| format!("starting the scratch server (log: {})", log.display()))?;
         Ok(cluster)
     }
 
@@ -77,12 +83,7 @@ impl ScratchCluster {
 impl Drop for ScratchCluster {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
-        let _ = self
-            .pg(&self.bin.join("pg_ctl"))
-            .args(["-m", "immediate", "-D"])
-            .arg(&data)
-            .arg("stop")
-            .status();
+        let _ = self.pg(&self.bin.join("pg_ctl")).args(["-m", "immediate", "-D"]).arg(&data).arg("stop").status();
         // The TempDir removes the directory.
     }
 }

@@ -34,9 +34,8 @@ impl DbConfig {
         let mut config = Config::new();
         config.host(var("PGHOST").as_deref().unwrap_or("localhost"));
         if let Some(port) = var("PGPORT") {
-            let port = port
-                .parse::<u16>()
-                .map_err(|_| DbError::Config(format!("PGPORT is not a port number: {port:?}")))?;
+            let port =
+                port.parse::<u16>().map_err(|_| DbError::Config(format!("PGPORT is not a port number: {port:?}")))?;
             config.port(port);
         }
         let user = var("PGUSER").unwrap_or_else(|| "postgres".to_owned());
@@ -113,17 +112,12 @@ impl DbConfig {
     }
 
     /// Opens one raw connection; the caller spawns the connection future.
-    pub(crate) async fn open(
-        &self,
-    ) -> Result<(Client, Connection<Socket, NoTlsStream>), DbError> {
+    pub(crate) async fn open(&self) -> Result<(Client, Connection<Socket, NoTlsStream>), DbError> {
         let connecting = self.config.connect(NoTls);
         match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Ok(Ok(pair)) => Ok(pair),
             Ok(Err(cause)) => Err(DbError::Connect { target: self.display_target(), cause }),
-            Err(_) => Err(DbError::ConnectTimeout {
-                target: self.display_target(),
-                after: CONNECT_TIMEOUT,
-            }),
+            Err(_) => Err(DbError::ConnectTimeout { target: self.display_target(), after: CONNECT_TIMEOUT }),
         }
     }
 }

@@ -21,11 +21,7 @@ pub struct DbSettings {
 
 impl Default for DbSettings {
     fn default() -> Self {
-        Self {
-            max_sessions: 16,
-            default_lock_timeout: Duration::from_secs(30),
-            max_locks_per_job: 64,
-        }
+        Self { max_sessions: 16, default_lock_timeout: Duration::from_secs(30), max_locks_per_job: 64 }
     }
 }
 
@@ -40,11 +36,7 @@ impl Database {
     /// A handle that opens sessions on demand. Does no I/O: a database that is
     /// down shows up as `unavailable` on the first lock call.
     pub fn new(config: DbConfig, settings: DbSettings) -> Arc<Self> {
-        Arc::new(Self {
-            pool: SessionPool::new(config, settings.max_sessions),
-            keys: KeyCache::default(),
-            settings,
-        })
+        Arc::new(Self { pool: SessionPool::new(config, settings.max_sessions), keys: KeyCache::default(), settings })
     }
 
     /// Creates or upgrades pinlock's schema (safe with many hosts at once).

@@ -151,11 +151,7 @@ impl JobState {
             self.retire_session();
         }
         if self.session.is_none() {
-            let session = db
-                .pool
-                .checkout()
-                .await
-                .map_err(|e| LockError::Unavailable(e.to_string()))?;
+            let session = db.pool.checkout().await.map_err(|e| LockError::Unavailable(e.to_string()))?;
             self.session = Some(session);
         }
         Ok(())
@@ -207,10 +203,7 @@ impl JobState {
     pub(crate) fn failure(&mut self, err: &tokio_postgres::Error) -> LockError {
         let gone = err.is_closed() || ends_session(err) || self.session.as_ref().is_none_or(|s| s.is_lost());
         if gone {
-            return self.retire_because(LockError::Unavailable(format!(
-                "database session ended: {}",
-                describe(err)
-            )));
+            return self.retire_because(LockError::Unavailable(format!("database session ended: {}", describe(err))));
         }
         if let Some(session) = &self.session {
             // Whatever failed may have left a lock behind (a session lock
@@ -219,9 +212,9 @@ impl JobState {
         }
         match code_of(err) {
             Some(sqlstate::DEADLOCK_DETECTED) => LockError::Deadlock,
-            Some(sqlstate::OUT_OF_SHARED_MEMORY) => LockError::LimitExceeded(
-                "the database's lock table is full (max_locks_per_transaction)".into(),
-            ),
+            Some(sqlstate::OUT_OF_SHARED_MEMORY) => {
+                LockError::LimitExceeded("the database's lock table is full (max_locks_per_transaction)".into())
+            }
             _ => LockError::Unavailable(describe(err)),
         }
     }

@@ -29,11 +29,7 @@ impl KeyCache {
     /// The key of `entity`: from the cache, else read from the mapping table,
     /// else inserted into it, through `session`. Reading first matters: the
     /// upsert writes (and flushes WAL at commit) even when the row exists.
-    pub(crate) async fn key_for(
-        &self,
-        entity: Uuid,
-        session: &Session,
-    ) -> Result<i64, tokio_postgres::Error> {
+    pub(crate) async fn key_for(&self, entity: Uuid, session: &Session) -> Result<i64, tokio_postgres::Error> {
         if let Some(key) = self.cached(entity) {
             return Ok(key);
         }

@@ -64,12 +64,7 @@ pub(crate) struct Held {
 impl JobSession {
     /// Waits for `entity` in `mode`, at most `timeout` (`None`: the host's
     /// default; zero: do not wait).
-    pub async fn acquire(
-        &self,
-        entity: Uuid,
-        mode: LockMode,
-        timeout: Option<Duration>,
-    ) -> Result<Grant, LockError> {
+    pub async fn acquire(&self, entity: Uuid, mode: LockMode, timeout: Option<Duration>) -> Result<Grant, LockError> {
         let started = Instant::now();
         let timeout = timeout.unwrap_or(self.db.settings.default_lock_timeout);
         let mut guard = self.state.lock().await;
@@ -164,14 +159,7 @@ impl JobSession {
     }
 }
 
-fn record_grant(
-    state: &mut JobState,
-    entity: Uuid,
-    key: i64,
-    mode: LockMode,
-    fence: u64,
-    started: Instant,
-) -> Grant {
+fn record_grant(state: &mut JobState, entity: Uuid, key: i64, mode: LockMode, fence: u64, started: Instant) -> Grant {
     let now = Instant::now();
     state.stats.waits.push(now - started);
     *state.counts.entry((key, mode)).or_insert(0) += 1;
@@ -299,11 +287,7 @@ async fn holds(state: &mut JobState, key: i64, mode: LockMode) -> Result<bool, L
 
 /// After a cancelled or timed-out wait: the lock may have been granted anyway.
 async fn give_back_if_held(state: &mut JobState, key: i64, mode: LockMode) -> Result<u64, LockError> {
-    if holds(state, key, mode).await? {
-        give_back(state, key, mode).await
-    } else {
-        Err(LockError::Timeout)
-    }
+    if holds(state, key, mode).await? { give_back(state, key, mode).await } else { Err(LockError::Timeout) }
 }
 
 /// Unlocks a grant that arrived after its requester timed out, and reports

@@ -9,12 +9,8 @@ use super::{DbError, sql};
 /// Brings the schema to the newest version. Safe to run from many hosts at once.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), DbError> {
     let tx = client.transaction().await.map_err(DbError::query("starting the migration"))?;
-    tx.execute(sql::MIGRATION_LOCK, &[])
-        .await
-        .map_err(DbError::query("taking the migration lock"))?;
-    tx.batch_execute(sql::CREATE_SCHEMA)
-        .await
-        .map_err(DbError::query("creating the pinlock schema"))?;
+    tx.execute(sql::MIGRATION_LOCK, &[]).await.map_err(DbError::query("taking the migration lock"))?;
+    tx.batch_execute(sql::CREATE_SCHEMA).await.map_err(DbError::query("creating the pinlock schema"))?;
     let current: i32 = tx
         .query_one(sql::SCHEMA_VERSION, &[])
         .await
@@ -26,9 +22,7 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), DbError> {
             continue;
         }
         tx.batch_execute(migration).await.map_err(DbError::query("applying a migration"))?;
-        tx.execute(sql::RECORD_VERSION, &[&version])
-            .await
-            .map_err(DbError::query("recording the schema version"))?;
+        tx.execute(sql::RECORD_VERSION, &[&version]).await.map_err(DbError::query("recording the schema version"))?;
         tracing::info!(version, "applied schema migration");
     }
     tx.commit().await.map_err(DbError::query("committing the migration"))

@@ -21,11 +21,11 @@ mod sql;
 pub use connect::DbConfig;
 pub use database::{Database, DbSettings};
 pub use error::{DbError, KvError, LockError};
-pub use kv::validate_bucket;
 pub use job_session::{JobSession, LockStats, ReleaseOutcome};
+pub use kv::validate_bucket;
 pub use locks::{Grant, GrantId, LockMode};
 pub use observe::{HeldLock, list_advisory_locks};
+pub(crate) use session::Session;
 /// pinlock's exclusive lock statement (grant, then fencing token), for
 /// measuring it against the bare `pg_advisory_lock` floor.
 pub use sql::LOCK_EXCLUSIVE as LOCK_EXCLUSIVE_SQL;
-pub(crate) use session::Session;

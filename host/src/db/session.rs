@@ -105,17 +105,25 @@ impl Session {
             async move { client.prepare(text).await.map_err(DbError::query("preparing a statement")) }
         };
         // Sent in two pipelined batches: two round trips' worth of waiting, not sixteen.
-        let (lock_exclusive, lock_shared, try_exclusive, try_shared, next_fence, unlock_exclusive, unlock_shared, find_key) =
-            tokio::try_join!(
-                prepare(sql::LOCK_EXCLUSIVE),
-                prepare(sql::LOCK_SHARED),
-                prepare(sql::TRY_EXCLUSIVE),
-                prepare(sql::TRY_SHARED),
-                prepare(sql::NEXT_FENCE),
-                prepare(sql::UNLOCK_EXCLUSIVE),
-                prepare(sql::UNLOCK_SHARED),
-                prepare(sql::FIND_KEY),
-            )?;
+        let (
+            lock_exclusive,
+            lock_shared,
+            try_exclusive,
+            try_shared,
+            next_fence,
+            unlock_exclusive,
+            unlock_shared,
+            find_key,
+        ) = tokio::try_join!(
+            prepare(sql::LOCK_EXCLUSIVE),
+            prepare(sql::LOCK_SHARED),
+            prepare(sql::TRY_EXCLUSIVE),
+            prepare(sql::TRY_SHARED),
+            prepare(sql::NEXT_FENCE),
+            prepare(sql::UNLOCK_EXCLUSIVE),
+            prepare(sql::UNLOCK_SHARED),
+            prepare(sql::FIND_KEY),
+        )?;
         let (unlock_all, holds, upsert_key, kv_get, kv_set, kv_delete, kv_exists, pid_row) = tokio::try_join!(
             prepare(sql::UNLOCK_ALL),
             prepare(sql::HOLDS),
@@ -124,12 +132,7 @@ impl Session {
             prepare(sql::KV_SET),
             prepare(sql::KV_DELETE),
             prepare(sql::KV_EXISTS),
-            async {
-                client
-                    .query_one(sql::SESSION_SETUP, &[])
-                    .await
-                    .map_err(DbError::query("setting up the session"))
-            },
+            async { client.query_one(sql::SESSION_SETUP, &[]).await.map_err(DbError::query("setting up the session")) },
         )?;
         let pid: i32 = pid_row.try_get(0).map_err(DbError::query("reading the backend pid"))?;
         let cancel = client.cancel_token();
@@ -230,10 +233,7 @@ impl Session {
     /// Whether `err` is a cancel pinlock sent earlier (and counts it seen).
     pub(crate) fn absorbs(&self, err: &tokio_postgres::Error) -> bool {
         code_of(err) == Some(sqlstate::QUERY_CANCELED)
-            && self
-                .stale_cancels
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-                .is_ok()
+            && self.stale_cancels.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
     }
 
     /// Whether a cancel request sent on this session may still arrive.

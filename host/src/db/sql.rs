@@ -47,10 +47,8 @@ pub const LOCK_EXCLUSIVE: &str =
     "SELECT nextval('pinlock.fence') FROM (SELECT pg_advisory_lock($1) OFFSET 0) AS granted";
 pub const LOCK_SHARED: &str =
     "SELECT nextval('pinlock.fence') FROM (SELECT pg_advisory_lock_shared($1) OFFSET 0) AS granted";
-pub const TRY_EXCLUSIVE: &str =
-    "SELECT CASE WHEN pg_try_advisory_lock($1) THEN nextval('pinlock.fence') END";
-pub const TRY_SHARED: &str =
-    "SELECT CASE WHEN pg_try_advisory_lock_shared($1) THEN nextval('pinlock.fence') END";
+pub const TRY_EXCLUSIVE: &str = "SELECT CASE WHEN pg_try_advisory_lock($1) THEN nextval('pinlock.fence') END";
+pub const TRY_SHARED: &str = "SELECT CASE WHEN pg_try_advisory_lock_shared($1) THEN nextval('pinlock.fence') END";
 pub const NEXT_FENCE: &str = "SELECT nextval('pinlock.fence')";
 pub const UNLOCK_EXCLUSIVE: &str = "SELECT pg_advisory_unlock($1)";
 pub const UNLOCK_SHARED: &str = "SELECT pg_advisory_unlock_shared($1)";
@@ -78,8 +76,7 @@ pub const KV_GET: &str = "SELECT value FROM pinlock.kv WHERE bucket = $1 AND key
 pub const KV_SET: &str = "INSERT INTO pinlock.kv (bucket, key, value) VALUES ($1, $2, $3)
      ON CONFLICT (bucket, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()";
 pub const KV_DELETE: &str = "DELETE FROM pinlock.kv WHERE bucket = $1 AND key = $2";
-pub const KV_EXISTS: &str =
-    "SELECT EXISTS (SELECT 1 FROM pinlock.kv WHERE bucket = $1 AND key = $2)";
+pub const KV_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pinlock.kv WHERE bucket = $1 AND key = $2)";
 
 /// Every advisory lock in this database, held or awaited, with its entity
 /// when the key is one of ours and the holder's identity.

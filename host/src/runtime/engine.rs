@@ -33,11 +33,7 @@ pub struct RuntimeSettings {
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
-        Self {
-            max_concurrent_jobs: 256,
-            memory_limit: 64 << 20,
-            time_limit: Duration::from_secs(60),
-        }
+        Self { max_concurrent_jobs: 256, memory_limit: 64 << 20, time_limit: Duration::from_secs(60) }
     }
 }
 
@@ -88,13 +84,11 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(fail)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(fail)?;
-        bindings::Worker::add_to_linker::<JobState, HasSelf<JobState>>(&mut linker, |state| state)
-            .map_err(fail)?;
+        bindings::Worker::add_to_linker::<JobState, HasSelf<JobState>>(&mut linker, |state| state).map_err(fail)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(&engine, ticker_stop.clone()).map_err(|e| RuntimeError(e.to_string()))?;
         Ok(Self { engine, linker, settings, ticker_stop })
     }
-
 }
 
 impl Drop for Runtime {

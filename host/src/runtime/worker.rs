@@ -44,8 +44,8 @@ pub struct Worker {
 impl Runtime {
     /// Loads a worker from a `.wasm` file.
     pub fn load_file(&self, path: &Path) -> Result<Worker, WorkerError> {
-        let bytes = std::fs::read(path)
-            .map_err(|cause| WorkerError::Read { path: path.display().to_string(), cause })?;
+        let bytes =
+            std::fs::read(path).map_err(|cause| WorkerError::Read { path: path.display().to_string(), cause })?;
         self.load(&bytes)
     }
 
@@ -58,14 +58,10 @@ impl Runtime {
         if bytes[4..8] == CORE_VERSION {
             return Err(WorkerError::CoreModule);
         }
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| WorkerError::Invalid(format!("{e:#}")))?;
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
-        let pre = bindings::WorkerPre::new(instance_pre)
-            .map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| WorkerError::Invalid(format!("{e:#}")))?;
+        let instance_pre =
+            self.linker.instantiate_pre(&component).map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
+        let pre = bindings::WorkerPre::new(instance_pre).map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
         Ok(Worker { pre })
     }
 }

@@ -34,12 +34,8 @@ pub fn guest_path(file: &str) -> String {
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        Runtime::new(RuntimeSettings {
-            max_concurrent_jobs: 64,
-            memory_limit: MEMORY_LIMIT,
-            time_limit: TIME_LIMIT,
-        })
-        .expect("runtime")
+        Runtime::new(RuntimeSettings { max_concurrent_jobs: 64, memory_limit: MEMORY_LIMIT, time_limit: TIME_LIMIT })
+            .expect("runtime")
     })
 }
 

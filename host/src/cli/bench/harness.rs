@@ -64,7 +64,12 @@ impl Host {
 
     /// Runs every input as one job, `concurrency` at a time, through
     /// [`Batch`]; fails on the first job that failed.
-    pub async fn batch(&self, db: &Arc<Database>, inputs: Vec<Vec<u8>>, concurrency: usize) -> anyhow::Result<BatchRun> {
+    pub async fn batch(
+        &self,
+        db: &Arc<Database>,
+        inputs: Vec<Vec<u8>>,
+        concurrency: usize,
+    ) -> anyhow::Result<BatchRun> {
         let inputs = Arc::new(inputs);
         let batch = Batch {
             runtime: self.runtime.clone(),

@@ -145,7 +145,12 @@ async fn sample_until(monitor: FloorConn, app: String, stop: Arc<Notify>) -> any
     }
 }
 
-async fn sample(client: &Client, statement: &tokio_postgres::Statement, app: &str, peaks: &mut Peaks) -> anyhow::Result<()> {
+async fn sample(
+    client: &Client,
+    statement: &tokio_postgres::Statement,
+    app: &str,
+    peaks: &mut Peaks,
+) -> anyhow::Result<()> {
     let row = client.query_one(statement, &[&app]).await?;
     peaks.sessions = peaks.sessions.max(row.try_get(0)?);
     peaks.locks = peaks.locks.max(row.try_get(1)?);

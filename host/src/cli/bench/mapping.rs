@@ -50,7 +50,11 @@ pub async fn run(host: &Host, plan: &Plan) -> anyhow::Result<Mapping> {
     })
 }
 
-async fn timed(host: &Host, db: &std::sync::Arc<pinlock::db::Database>, input: &serde_json::Value) -> anyhow::Result<Latency> {
+async fn timed(
+    host: &Host,
+    db: &std::sync::Arc<pinlock::db::Database>,
+    input: &serde_json::Value,
+) -> anyhow::Result<Latency> {
     let mut hist = Hist::new();
     hist.record_all(ns_list(&host.job(db, input).await?)?);
     Ok(hist.latency())

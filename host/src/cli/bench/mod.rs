@@ -36,7 +36,6 @@ use machine::Machine;
 use plan::Plan;
 use report::{Results, RunSettings};
 
-
 /// Arguments of `pinlock bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -89,7 +88,13 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCod
 }
 
 /// Runs the six scenarios in order and gathers their figures.
-async fn scenarios(host: Host, plan: Plan, app: String, machine: Machine, settings: RunSettings) -> anyhow::Result<Results> {
+async fn scenarios(
+    host: Host,
+    plan: Plan,
+    app: String,
+    machine: Machine,
+    settings: RunSettings,
+) -> anyhow::Result<Results> {
     let started = Instant::now();
     step(1, "uncontended latency");
     let uncontended = uncontended::run(&host, &plan, &app).await.context("scenario 1 (uncontended latency)")?;

@@ -90,7 +90,8 @@ pub fn check_targets(
         measured: ratio.map_or_else(|| "n/a".into(), |r| format!("{r:.2} × floor")),
         met: ratio.map(ok),
     };
-    let mut checks = vec![ratio_check("uncontended p50 ≤ 1.25 × floor".into(), uncontended.ratio_p50, |r| r <= 1.25)];
+    let mut checks =
+        vec![ratio_check("uncontended p50 ≤ 1.25 × floor".into(), uncontended.ratio_p50, |r| r <= 1.25)];
     let c16 = throughput.points.iter().find(|p| p.concurrency == 16).and_then(|p| p.ratio);
     checks.push(ratio_check("throughput at C=16 ≥ 0.7 × floor".into(), c16, |r| r >= 0.7));
     for point in &handoff.points {
@@ -190,7 +191,12 @@ pub fn render(results: &Results) -> String {
 
 fn header(results: &Results, out: &mut String) {
     let (m, s) = (&results.machine, &results.settings);
-    let _ = writeln!(out, "pinlock bench{}  ({:.0} s)", if results.plan.quick { " --quick" } else { "" }, results.wall_secs);
+    let _ = writeln!(
+        out,
+        "pinlock bench{}  ({:.0} s)",
+        if results.plan.quick { " --quick" } else { "" },
+        results.wall_secs
+    );
     let _ = writeln!(out, "  machine   {} cores, {}, {} MiB", m.cores, m.cpu_model, m.memory_mib);
     let _ = writeln!(out, "  server    {} (max_connections {})", m.postgres, m.max_connections);
     let _ = writeln!(
@@ -203,7 +209,8 @@ fn header(results: &Results, out: &mut String) {
         s.max_concurrent_jobs,
         if s.release_build { "" } else { "; DEBUG BUILD: figures not representative" }
     );
-    let _ = writeln!(out, "  floor     raw tokio-postgres pg_advisory_lock + pg_advisory_unlock on keys in [2^62, 2^63)\n");
+    let _ =
+        writeln!(out, "  floor     raw tokio-postgres pg_advisory_lock + pg_advisory_unlock on keys in [2^62, 2^63)\n");
 }
 
 fn uncontended_rows(u: &Uncontended, table: &mut Table) {

@@ -32,11 +32,7 @@ enum Op {
     /// Acquires every entity, times one acquire and release of `probe` (if
     /// any) while holding them, holds them `hold_ms` more, releases them:
     /// `{"probe_ns":N|null}`.
-    Hold {
-        entities: Vec<Uuid>,
-        hold_ms: u64,
-        probe: Option<Uuid>,
-    },
+    Hold { entities: Vec<Uuid>, hold_ms: u64, probe: Option<Uuid> },
 }
 
 #[derive(Clone, Copy, Default, Deserialize)]
@@ -75,8 +71,7 @@ impl Worker for Bench {
                 return Ok(Vec::new());
             }
             Op::Handoff { entity, rounds } => {
-                let (mut grants, mut releases) =
-                    (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+                let (mut grants, mut releases) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
                 for _ in 0..rounds {
                     let guard = acquire(entity, Mode::Exclusive)?;
                     grants.push(wall_clock_ns()?);
@@ -85,18 +80,10 @@ impl Worker for Bench {
                 }
                 json!({ "grants": grants, "releases": releases })
             }
-            Op::Hold {
-                entities,
-                hold_ms,
-                probe,
-            } => {
-                let guards = entities
-                    .into_iter()
-                    .map(|e| acquire(e, Mode::Exclusive))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let probe_ns = probe
-                    .map(|probe| timed(|| lock_release(probe, Mode::Exclusive)))
-                    .transpose()?;
+            Op::Hold { entities, hold_ms, probe } => {
+                let guards =
+                    entities.into_iter().map(|e| acquire(e, Mode::Exclusive)).collect::<Result<Vec<_>, _>>()?;
+                let probe_ns = probe.map(|probe| timed(|| lock_release(probe, Mode::Exclusive))).transpose()?;
                 thread::sleep(Duration::from_millis(hold_ms));
                 guards.into_iter().try_for_each(release)?;
                 json!({ "probe_ns": probe_ns })
@@ -109,10 +96,7 @@ impl Worker for Bench {
 export_worker!(Bench);
 
 fn acquire(entity: Uuid, mode: Mode) -> Result<Guard, String> {
-    lock(entity)
-        .mode(mode)
-        .acquire()
-        .map_err(|e| lock_failed("acquire", &e))
+    lock(entity).mode(mode).acquire().map_err(|e| lock_failed("acquire", &e))
 }
 
 fn release(guard: Guard) -> Result<(), String> {
@@ -135,9 +119,7 @@ fn timed(f: impl FnOnce() -> Result<(), String>) -> Result<u64, String> {
 }
 
 fn wall_clock_ns() -> Result<u64, String> {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| e.to_string())?;
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?;
     Ok(nanos(since_epoch))
 }
 

@@ -94,8 +94,7 @@ struct Scripted;
 
 impl Worker for Scripted {
     fn run(input: Vec<u8>) -> Result<Vec<u8>, String> {
-        let script: Script =
-            serde_json::from_slice(&input).map_err(|e| format!("bad script: {e}"))?;
+        let script: Script = serde_json::from_slice(&input).map_err(|e| format!("bad script: {e}"))?;
         let mut runner = Runner::default();
         let mut results = Vec::with_capacity(script.steps.len());
         for step in script.steps {
@@ -117,11 +116,7 @@ impl Runner {
     /// Runs one step: its result, or the error that ends the job.
     fn step(&mut self, step: Step) -> Result<Value, String> {
         Ok(match step {
-            Step::Acquire {
-                entity,
-                mode,
-                timeout_ms,
-            } => {
+            Step::Acquire { entity, mode, timeout_ms } => {
                 let request = lock(entity).mode(mode.into());
                 let request = match timeout_ms {
                     Some(ms) => request.timeout(Duration::from_millis(ms)),
@@ -168,12 +163,10 @@ impl Runner {
                     Err(e) => kv_err(&e),
                 }
             }
-            Step::KvGet { bucket, key } => {
-                match kv::Bucket::open(&bucket).and_then(|b| b.get_string(&key)) {
-                    Ok(value) => json!({ "value": value }),
-                    Err(e) => kv_err(&e),
-                }
-            }
+            Step::KvGet { bucket, key } => match kv::Bucket::open(&bucket).and_then(|b| b.get_string(&key)) {
+                Ok(value) => json!({ "value": value }),
+                Err(e) => kv_err(&e),
+            },
             Step::Fail { message } => return Err(message),
             Step::Panic => panic!("scripted panic"),
             Step::Spin => loop {
@@ -200,17 +193,11 @@ impl Runner {
     }
 
     fn guard(&self, slot: usize) -> Result<&Guard, String> {
-        self.slots
-            .get(slot)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| format!("slot {slot} holds no guard"))
+        self.slots.get(slot).and_then(Option::as_ref).ok_or_else(|| format!("slot {slot} holds no guard"))
     }
 
     fn take(&mut self, slot: usize) -> Result<Guard, String> {
-        self.slots
-            .get_mut(slot)
-            .and_then(Option::take)
-            .ok_or_else(|| format!("slot {slot} holds no guard"))
+        self.slots.get_mut(slot).and_then(Option::take).ok_or_else(|| format!("slot {slot} holds no guard"))
     }
 }
 
