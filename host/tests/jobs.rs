@@ -145,18 +145,23 @@ async fn try_acquire_and_timeout_from_a_guest() {
 async fn fencing_tokens_increase_across_successive_jobs() {
     let db = database().await;
     let entity = Uuid::new_v4();
-    let holders: Vec<_> = (0..6)
-        .map(|_| spawn_script(&db, json!([{"op": "acquire", "entity": entity}, {"op": "sleep", "ms": 20}])))
+    // Job i asks at 40·i ms and holds for 100 ms, so they queue up and are
+    // granted in order (PostgreSQL grants waiters first come, first served).
+    let holders: Vec<_> = (0..6u64)
+        .map(|i| {
+            let steps = json!([
+                {"op": "sleep", "ms": 40 * i},
+                {"op": "acquire", "entity": entity},
+                {"op": "sleep", "ms": 100},
+            ]);
+            spawn_script(&db, steps)
+        })
         .collect();
     let mut fences = Vec::new();
     for holder in holders {
-        let outcome = holder.await.expect("job");
-        let stats = &outcome.locks;
-        fences.push((stats.waits[0], fence(&results(&outcome)[0])));
+        fences.push(fence(&results(&holder.await.expect("job"))[1]));
     }
-    // The one that waited longer was granted later and got a larger token.
-    fences.sort();
-    assert!(fences.windows(2).all(|w| w[0].1 < w[1].1), "{fences:?}");
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "each later holder has a larger token: {fences:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
