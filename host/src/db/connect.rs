@@ -103,12 +103,19 @@ impl DbConfig {
 
     /// Checks that a server answers and accepts us (opens and closes a session).
     pub async fn ping(&self) -> Result<(), DbError> {
-        let (client, connection) = self.open().await?;
+        let answered = self.with_client(async |client| client.simple_query("SELECT 1").await).await?;
+        answered.map(|_| ()).map_err(DbError::query("checking the connection"))
+    }
+
+    /// Opens a short-lived connection, runs `work` on it and closes it again,
+    /// waiting for the connection to end (migrations, `pinlock locks`, ...).
+    pub(crate) async fn with_client<T>(&self, work: impl AsyncFnOnce(&mut Client) -> T) -> Result<T, DbError> {
+        let (mut client, connection) = self.open().await?;
         let task = tokio::spawn(connection);
-        let answered = client.simple_query("SELECT 1").await;
+        let result = work(&mut client).await;
         drop(client);
         let _ = task.await;
-        answered.map(|_| ()).map_err(DbError::query("checking the connection"))
+        Ok(result)
     }
 
     /// Opens one raw connection; the caller spawns the connection future.

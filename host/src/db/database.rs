@@ -41,12 +41,7 @@ impl Database {
 
     /// Creates or upgrades pinlock's schema (safe with many hosts at once).
     pub async fn migrate(&self) -> Result<(), DbError> {
-        let (mut client, connection) = self.pool.config().open().await?;
-        let task = tokio::spawn(connection);
-        let result = migrate::migrate(&mut client).await;
-        drop(client);
-        let _ = task.await;
-        result
+        self.pool.config().with_client(async |client| migrate::migrate(client).await).await?
     }
 
     /// A new job's handle: it checks out a session on its first call.

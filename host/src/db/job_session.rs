@@ -167,9 +167,7 @@ impl JobState {
     pub(crate) fn retire_session(&mut self) -> bool {
         self.session = None;
         let held_any = !self.held.is_empty();
-        let ids: Vec<GrantId> = self.held.keys().copied().collect();
-        self.lost.extend(ids);
-        self.held.clear();
+        self.lost.extend(self.held.drain().map(|(id, _)| id));
         self.counts.clear();
         held_any
     }

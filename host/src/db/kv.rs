@@ -25,7 +25,9 @@ pub fn validate_bucket(name: &str) -> Result<(), KvError> {
     Ok(())
 }
 
-fn validate_key(key: &str) -> Result<(), KvError> {
+/// Checks a bucket name and a key (1 to [`MAX_KEY_LEN`] bytes, no NUL).
+fn validate(bucket: &str, key: &str) -> Result<(), KvError> {
+    validate_bucket(bucket)?;
     if key.is_empty() || key.len() > MAX_KEY_LEN || key.contains('\0') {
         return Err(KvError::InvalidInput(format!(
             "keys are 1 to {MAX_KEY_LEN} bytes without NUL, got {} bytes",
@@ -42,8 +44,7 @@ fn kv_failure(err: LockError) -> KvError {
 impl JobSession {
     /// The value under `key` in `bucket`.
     pub async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        validate_bucket(bucket)?;
-        validate_key(key)?;
+        validate(bucket, key)?;
         let mut state = self.kv_session().await?;
         let session = state.current().map_err(kv_failure)?;
         let result = session.query_opt(&session.stmts.kv_get, &[&bucket, &key]).await;
@@ -55,8 +56,7 @@ impl JobSession {
 
     /// Stores `value` under `key` in `bucket`.
     pub async fn kv_set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
-        validate_bucket(bucket)?;
-        validate_key(key)?;
+        validate(bucket, key)?;
         if value.len() > MAX_VALUE_LEN {
             return Err(KvError::InvalidInput(format!(
                 "values are at most {MAX_VALUE_LEN} bytes, got {}",
@@ -68,15 +68,13 @@ impl JobSession {
 
     /// Removes `key` from `bucket` (no error when it is missing).
     pub async fn kv_delete(&self, bucket: &str, key: &str) -> Result<(), KvError> {
-        validate_bucket(bucket)?;
-        validate_key(key)?;
+        validate(bucket, key)?;
         self.kv_write(|s| &s.stmts.kv_delete, &[&bucket, &key]).await
     }
 
     /// Whether `bucket` has a value under `key`.
     pub async fn kv_exists(&self, bucket: &str, key: &str) -> Result<bool, KvError> {
-        validate_bucket(bucket)?;
-        validate_key(key)?;
+        validate(bucket, key)?;
         let mut state = self.kv_session().await?;
         let session = state.current().map_err(kv_failure)?;
         let result = session.query_one(&session.stmts.kv_exists, &[&bucket, &key]).await;

@@ -65,31 +65,28 @@ impl JobSession {
     /// Waits for `entity` in `mode`, at most `timeout` (`None`: the host's
     /// default; zero: do not wait).
     pub async fn acquire(&self, entity: Uuid, mode: LockMode, timeout: Option<Duration>) -> Result<Grant, LockError> {
-        let started = Instant::now();
         let timeout = timeout.unwrap_or(self.db.settings.default_lock_timeout);
-        let mut guard = self.state.lock().await;
-        let state = &mut *guard;
-        let key = self.prepare_grant(state, entity).await?;
-        let fence = if state.counts.contains_key(&(key, mode)) {
-            next_fence(state).await?
-        } else if timeout.is_zero() {
-            try_lock(state, key, mode).await?.ok_or(LockError::Timeout)?
-        } else {
-            wait_for_grant(state, &self.db, key, mode, timeout).await?
-        };
-        Ok(record_grant(state, entity, key, mode, fence, started))
+        self.grant(entity, mode, timeout).await?.ok_or(LockError::Timeout)
     }
 
     /// Takes `entity` in `mode` only if that is possible without waiting.
     pub async fn try_acquire(&self, entity: Uuid, mode: LockMode) -> Result<Option<Grant>, LockError> {
+        self.grant(entity, mode, Duration::ZERO).await
+    }
+
+    /// Grants `entity` in `mode`, waiting at most `timeout` (zero: `None`
+    /// when taken). A pair the job already holds is stacked locally.
+    async fn grant(&self, entity: Uuid, mode: LockMode, timeout: Duration) -> Result<Option<Grant>, LockError> {
         let started = Instant::now();
         let mut guard = self.state.lock().await;
         let state = &mut *guard;
         let key = self.prepare_grant(state, entity).await?;
         let fence = if state.counts.contains_key(&(key, mode)) {
             Some(next_fence(state).await?)
-        } else {
+        } else if timeout.is_zero() {
             try_lock(state, key, mode).await?
+        } else {
+            Some(wait_for_grant(state, &self.db, key, mode, timeout).await?)
         };
         Ok(fence.map(|fence| record_grant(state, entity, key, mode, fence, started)))
     }
@@ -199,7 +196,7 @@ async fn try_lock(state: &mut JobState, key: i64, mode: LockMode) -> Result<Opti
 /// `pg_advisory_lock*` bounded by `timeout`. On timeout the wait is
 /// cancelled and awaited to its end, and the race settled so that the lock is
 /// not held when `Timeout` is returned.
-pub(crate) async fn wait_for_grant(
+async fn wait_for_grant(
     state: &mut JobState,
     db: &Database,
     key: i64,

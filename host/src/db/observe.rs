@@ -31,14 +31,10 @@ pub struct HeldLock {
 
 /// Lists every advisory lock in the configured database.
 pub async fn list_advisory_locks(config: &DbConfig) -> Result<Vec<HeldLock>, DbError> {
-    let (client, connection) = config.open().await?;
-    let task = tokio::spawn(connection);
-    let rows = client
-        .query(sql::LIST_LOCKS, &[])
-        .await
+    let rows = config
+        .with_client(async |client| client.query(sql::LIST_LOCKS, &[]).await)
+        .await?
         .map_err(DbError::query("reading pg_locks (has pinlock migrated this database?)"))?;
-    drop(client);
-    let _ = task.await;
     rows.iter()
         .map(|row| {
             Ok(HeldLock {

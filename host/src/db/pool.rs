@@ -84,13 +84,9 @@ impl SessionPool {
     pub(crate) async fn terminate(&self, pinned: PinnedSession) -> Result<(), String> {
         pinned.abort_connection();
         let pid = pinned.backend_pid();
-        let (client, connection) = self.config.open().await.map_err(|e| e.to_string())?;
-        let task = tokio::spawn(connection);
-        let result = client.query_one(sql::TERMINATE, &[&pid]).await;
-        drop(client);
-        let _ = task.await;
+        let terminated = self.config.with_client(async |client| client.query_one(sql::TERMINATE, &[&pid]).await).await;
         drop(pinned);
-        result.map(|_| ()).map_err(|e| describe(&e))
+        terminated.map_err(|e| e.to_string())?.map(|_| ()).map_err(|e| describe(&e))
     }
 
     fn pop_idle(&self) -> Option<Session> {

@@ -104,7 +104,7 @@ impl Session {
             let client = &client;
             async move { client.prepare(text).await.map_err(DbError::query("preparing a statement")) }
         };
-        // Sent in two pipelined batches: two round trips' worth of waiting, not sixteen.
+        // All pipelined: one round trip's worth of waiting, not sixteen.
         let (
             lock_exclusive,
             lock_shared,
@@ -113,7 +113,15 @@ impl Session {
             next_fence,
             unlock_exclusive,
             unlock_shared,
+            unlock_all,
+            holds,
             find_key,
+            upsert_key,
+            kv_get,
+            kv_set,
+            kv_delete,
+            kv_exists,
+            pid_row,
         ) = tokio::try_join!(
             prepare(sql::LOCK_EXCLUSIVE),
             prepare(sql::LOCK_SHARED),
@@ -122,11 +130,9 @@ impl Session {
             prepare(sql::NEXT_FENCE),
             prepare(sql::UNLOCK_EXCLUSIVE),
             prepare(sql::UNLOCK_SHARED),
-            prepare(sql::FIND_KEY),
-        )?;
-        let (unlock_all, holds, upsert_key, kv_get, kv_set, kv_delete, kv_exists, pid_row) = tokio::try_join!(
             prepare(sql::UNLOCK_ALL),
             prepare(sql::HOLDS),
+            prepare(sql::FIND_KEY),
             prepare(sql::UPSERT_KEY),
             prepare(sql::KV_GET),
             prepare(sql::KV_SET),
@@ -181,41 +187,41 @@ impl Session {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    /// Runs a prepared statement that returns one row (retried once if a
-    /// stale cancel hits it).
+    /// Runs a prepared statement that returns one row.
     pub(crate) async fn query_one(
         &self,
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, tokio_postgres::Error> {
-        match self.tracked(self.client.query_one(statement, params)).await {
-            Err(e) if self.absorbs(&e) => self.tracked(self.client.query_one(statement, params)).await,
-            result => result,
-        }
+        self.absorbing(|| self.client.query_one(statement, params)).await
     }
 
-    /// Runs a prepared statement that returns zero or one row (retried once
-    /// if a stale cancel hits it).
+    /// Runs a prepared statement that returns zero or one row.
     pub(crate) async fn query_opt(
         &self,
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, tokio_postgres::Error> {
-        match self.tracked(self.client.query_opt(statement, params)).await {
-            Err(e) if self.absorbs(&e) => self.tracked(self.client.query_opt(statement, params)).await,
-            result => result,
-        }
+        self.absorbing(|| self.client.query_opt(statement, params)).await
     }
 
-    /// Runs a prepared statement and returns the number of rows it touched
-    /// (retried once if a stale cancel hits it).
+    /// Runs a prepared statement and returns the number of rows it touched.
     pub(crate) async fn execute(
         &self,
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
-        match self.tracked(self.client.execute(statement, params)).await {
-            Err(e) if self.absorbs(&e) => self.tracked(self.client.execute(statement, params)).await,
+        self.absorbing(|| self.client.execute(statement, params)).await
+    }
+
+    /// Sends `call()`, and once more if a stale cancel hit it (safe for every
+    /// statement but a lock, whose first attempt may have been granted).
+    async fn absorbing<T, F>(&self, call: impl Fn() -> F) -> Result<T, tokio_postgres::Error>
+    where
+        F: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        match self.tracked(call()).await {
+            Err(e) if self.absorbs(&e) => self.tracked(call()).await,
             result => result,
         }
     }
