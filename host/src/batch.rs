@@ -11,14 +11,6 @@ use tokio_util::sync::CancellationToken;
 use crate::db::Database;
 use crate::runtime::{JobOutcome, Runtime, Worker};
 
-/// Job ids are unique within a process; `application_name` tells hosts apart.
-static NEXT_JOB_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A fresh job id.
-pub fn next_job_id() -> u64 {
-    NEXT_JOB_ID.fetch_add(1, Ordering::Relaxed)
-}
-
 /// What to run.
 pub struct Batch {
     /// The engine and limits.
@@ -53,7 +45,7 @@ impl Batch {
                     if index >= jobs || cancel.is_cancelled() {
                         break;
                     }
-                    let job = Arc::new(db.job_session(next_job_id()));
+                    let job = db.job_session();
                     let outcome = runtime.run_job(&worker, job, &input(index), &cancel).await;
                     if done_tx.send(outcome).is_err() {
                         break;

@@ -28,7 +28,7 @@
 //! let db = Database::new(DbConfig::parse("host=127.0.0.1 user=postgres")?, DbSettings::default());
 //! db.migrate().await?;
 //!
-//! let job = Arc::new(db.job_session(pinlock::batch::next_job_id()));
+//! let job = db.job_session();
 //! let input = br#"{"action":"stock","product":"5b6f0c1e-8f3a-4d7e-9c2b-1a2b3c4d5e6f"}"#;
 //! let outcome = runtime.run_job(&worker, job, input, &CancellationToken::new()).await;
 //! println!("{:?} (locks released: {:?})", outcome.result, outcome.release);

@@ -18,7 +18,7 @@ fn pinlock() -> Command {
 #[tokio::test(flavor = "multi_thread")]
 async fn locks_lists_holders_and_waiters_with_their_entity() {
     let db = database().await;
-    let holder = job(&db);
+    let holder = db.job_session();
     let entity = Uuid::new_v4();
     let grant = holder.acquire(entity, pinlock::db::LockMode::Shared, None).await.expect("hold");
     let pid = holder.backend_pid().await.expect("pid");

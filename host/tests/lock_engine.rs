@@ -15,7 +15,7 @@ use uuid::Uuid;
 async fn a_held_lock_stays_on_one_backend_from_grant_to_release() {
     let db = database().await;
     let observer = observer().await;
-    let job = job(&db);
+    let job = db.job_session();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let grant_a = job.acquire(a, LockMode::Exclusive, None).await.expect("a");
     let pid = job.backend_pid().await.expect("session");
@@ -35,7 +35,7 @@ async fn a_held_lock_stays_on_one_backend_from_grant_to_release() {
 #[tokio::test(flavor = "multi_thread")]
 async fn try_acquire_never_waits_and_reports_taken() {
     let db = database().await;
-    let (holder, other) = (job(&db), job(&db));
+    let (holder, other) = (db.job_session(), db.job_session());
     let entity = Uuid::new_v4();
     let held = holder.try_acquire(entity, LockMode::Exclusive).await.expect("free");
     assert!(held.is_some());
@@ -50,7 +50,7 @@ async fn try_acquire_never_waits_and_reports_taken() {
 async fn a_timed_out_wait_is_typed_and_leaves_nothing_held() {
     let Setup { db, observer, entity, key } = setup().await;
     observer.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("hold");
-    let waiter = job(&db);
+    let waiter = db.job_session();
     let started = Instant::now();
     let result = waiter.acquire(entity, LockMode::Exclusive, Some(Duration::from_millis(150))).await;
     assert_eq!(result, Err(LockError::Timeout));
@@ -74,7 +74,7 @@ async fn timeout_racing_the_grant_never_leaves_a_stray_lock() {
         let entity = Uuid::new_v4();
         let key = key_of(&observer, entity).await;
         observer.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("hold");
-        let waiter = job(&db);
+        let waiter = db.job_session();
         let wait = {
             let waiter = waiter.clone();
             tokio::spawn(
@@ -134,7 +134,7 @@ async fn fencing_tokens_increase_across_holders_and_hosts() {
     let mut last = 0;
     for round in 0..10 {
         let db = if round % 2 == 0 { &host_a } else { &host_b };
-        let job = job(db);
+        let job = db.job_session();
         let grant = job.acquire(entity, LockMode::Exclusive, None).await.expect("grant");
         assert!(grant.fence > last, "token {} after {last}", grant.fence);
         last = grant.fence;
@@ -146,7 +146,7 @@ async fn fencing_tokens_increase_across_holders_and_hosts() {
 async fn the_same_entity_twice_in_one_job_needs_two_releases() {
     let db = database().await;
     let observer = observer().await;
-    let job = job(&db);
+    let job = db.job_session();
     let entity = Uuid::new_v4();
     let key = key_of(&observer, entity).await;
     let first = job.acquire(entity, LockMode::Exclusive, None).await.expect("first");
@@ -163,7 +163,7 @@ async fn the_same_entity_twice_in_one_job_needs_two_releases() {
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_entities_and_limits_are_typed_errors() {
     let db = database_with(DbSettings { max_locks_per_job: 3, ..DbSettings::default() }).await;
-    let job = job(&db);
+    let job = db.job_session();
     assert!(matches!(job.acquire(Uuid::nil(), LockMode::Exclusive, None).await, Err(LockError::InvalidInput(_))));
     assert!(matches!(job.try_acquire(Uuid::max(), LockMode::Shared).await, Err(LockError::InvalidInput(_))));
     for _ in 0..3 {
@@ -175,9 +175,9 @@ async fn invalid_entities_and_limits_are_typed_errors() {
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_beyond_the_session_bound_wait_instead_of_failing() {
     let db = database_with(DbSettings { max_sessions: 1, ..DbSettings::default() }).await;
-    let first = job(&db);
+    let first = db.job_session();
     first.acquire(Uuid::new_v4(), LockMode::Exclusive, None).await.expect("first");
-    let second = job(&db);
+    let second = db.job_session();
     let waiting = tokio::spawn(async move {
         let started = Instant::now();
         second.acquire(Uuid::new_v4(), LockMode::Exclusive, None).await.map(|_| started.elapsed())
@@ -195,7 +195,7 @@ async fn an_unreachable_database_is_unavailable_not_a_crash() {
     let config = DbConfig::parse("host=127.0.0.1 port=1 user=postgres dbname=test").expect("config");
     let db = Database::new(config, DbSettings::default());
     assert!(db.migrate().await.is_err());
-    let job = job(&db);
+    let job = db.job_session();
     match job.acquire(Uuid::new_v4(), LockMode::Exclusive, None).await {
         Err(LockError::Unavailable(message)) => assert!(message.contains("127.0.0.1:1"), "{message}"),
         other => panic!("expected unavailable, got {other:?}"),
@@ -226,7 +226,7 @@ async fn entity_keys_are_stable_across_hosts_and_distinct() {
     let (host_a, host_b) = (database().await, database().await);
     let observer = observer().await;
     let entity = Uuid::new_v4();
-    let (ja, jb) = (job(&host_a), job(&host_b));
+    let (ja, jb) = (host_a.job_session(), host_b.job_session());
     let a = ja.acquire(entity, LockMode::Shared, None).await.expect("a");
     let b = jb.acquire(entity, LockMode::Shared, None).await.expect("b");
     assert_eq!(a.key, b.key);
@@ -238,7 +238,7 @@ async fn entity_keys_are_stable_across_hosts_and_distinct() {
 #[tokio::test(flavor = "multi_thread")]
 async fn key_value_round_trip_and_validation() {
     let db = database().await;
-    let job = job(&db);
+    let job = db.job_session();
     let key = Uuid::new_v4().to_string();
     assert_eq!(job.kv_get("kv-test", &key).await, Ok(None));
     assert_eq!(job.kv_exists("kv-test", &key).await, Ok(false));
@@ -260,7 +260,7 @@ async fn key_value_round_trip_and_validation() {
 async fn every_grant_on_a_terminated_session_is_lost() {
     let db = database().await;
     let observer = observer().await;
-    let job = job(&db);
+    let job = db.job_session();
     let entity = Uuid::new_v4();
     let first = job.acquire(entity, LockMode::Exclusive, None).await.expect("first");
     let second = job.acquire(entity, LockMode::Exclusive, None).await.expect("stacked");

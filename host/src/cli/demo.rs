@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use pinlock::batch::{Batch, next_job_id};
+use pinlock::batch::Batch;
 use pinlock::db::{Database, DbConfig};
 use pinlock::report::{Summary, SummaryBuilder, human_us};
 use pinlock::runtime::{Runtime, Worker};
@@ -187,7 +187,7 @@ async fn round(
 
 /// Runs one job and parses its JSON output.
 async fn single(runtime: &Runtime, worker: &Worker, db: &Arc<Database>, input: Value) -> anyhow::Result<Value> {
-    let job = Arc::new(db.job_session(next_job_id()));
+    let job = db.job_session();
     let outcome = runtime.run_job(worker, job, &serde_json::to_vec(&input)?, &CancellationToken::new()).await;
     let output = outcome.result?;
     Ok(serde_json::from_slice(&output)?)

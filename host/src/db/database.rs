@@ -2,11 +2,15 @@
 //! the limits every job's locks obey. One per host, shared by all jobs.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::keys::KeyCache;
 use super::pool::SessionPool;
 use super::{DbConfig, DbError, JobSession, migrate};
+
+/// Job ids are unique within a process; `application_name` tells hosts apart.
+static NEXT_JOB_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Limits and defaults of the lock engine.
 #[derive(Debug, Clone)]
@@ -44,9 +48,10 @@ impl Database {
         self.pool.config().with_client(async |client| migrate::migrate(client).await).await?
     }
 
-    /// A new job's handle: it checks out a session on its first call.
-    pub fn job_session(self: &Arc<Self>, job_id: u64) -> JobSession {
-        JobSession::new(self.clone(), job_id)
+    /// A new job's handle, with a fresh job id; it checks out a session on
+    /// its first call.
+    pub fn job_session(self: &Arc<Self>) -> Arc<JobSession> {
+        Arc::new(JobSession::new(self.clone(), NEXT_JOB_ID.fetch_add(1, Ordering::Relaxed)))
     }
 
     /// Where this host connects (no password).

@@ -93,9 +93,10 @@ impl JobSession {
         self.state.lock().await.session.as_ref().map(|s| s.backend_pid())
     }
 
-    /// Wait and hold times so far (holds of locks still held are not in it).
-    pub async fn stats(&self) -> LockStats {
-        self.state.lock().await.stats.clone()
+    /// Takes the wait and hold times recorded so far (holds of locks still
+    /// held are not in them).
+    pub async fn take_stats(&self) -> LockStats {
+        std::mem::take(&mut self.state.lock().await.stats)
     }
 
     /// Releases everything the job holds and gives the session back or closes

@@ -125,7 +125,7 @@ impl Runtime {
         if let ReleaseOutcome::Closed { reason } = &release {
             tracing::debug!(job = job_id, %reason, "job session closed");
         }
-        let locks = db.stats().await;
+        let locks = db.take_stats().await;
         JobOutcome { job_id, result, duration: started.elapsed(), release, locks }
     }
 }

@@ -11,8 +11,7 @@ use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use pinlock::batch::next_job_id;
-use pinlock::db::{Database, DbConfig, DbSettings, JobSession};
+use pinlock::db::{Database, DbConfig, DbSettings};
 use pinlock::runtime::{JobOutcome, Runtime, RuntimeSettings, Worker};
 
 /// The database tests use (`PINLOCK_TEST_DATABASE_URL`, default the local `test`).
@@ -135,11 +134,6 @@ pub async fn wait_for_locks(observer: &Client, key: i64, check: impl Fn(&[LockRo
     }
 }
 
-/// A job handle on `db` with a fresh id.
-pub fn job(db: &Arc<Database>) -> Arc<JobSession> {
-    Arc::new(db.job_session(next_job_id()))
-}
-
 /// Runs the scripted fixture with `steps`.
 pub async fn run_script(db: &Arc<Database>, steps: Value) -> JobOutcome {
     run_script_cancellable(db, steps, &CancellationToken::new()).await
@@ -153,7 +147,7 @@ pub fn spawn_script(db: &Arc<Database>, steps: Value) -> tokio::task::JoinHandle
 
 pub async fn run_script_cancellable(db: &Arc<Database>, steps: Value, cancel: &CancellationToken) -> JobOutcome {
     let input = serde_json::to_vec(&json!({ "steps": steps })).expect("script json");
-    runtime().run_job(scripted(), job(db), &input, cancel).await
+    runtime().run_job(scripted(), db.job_session(), &input, cancel).await
 }
 
 /// The `results` array of a job that returned.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use pinlock::batch::{Batch, next_job_id};
+use pinlock::batch::Batch;
 use pinlock::db::{Database, DbConfig, DbSettings};
 use pinlock::runtime::{JobOutcome, Runtime, RuntimeSettings, Worker};
 
@@ -58,7 +58,7 @@ impl Host {
 
     /// Runs one job of raw input and returns its outcome as is.
     pub async fn run(&self, db: &Arc<Database>, input: &[u8]) -> JobOutcome {
-        let job = Arc::new(db.job_session(next_job_id()));
+        let job = db.job_session();
         self.runtime.run_job(&self.worker, job, input, &CancellationToken::new()).await
     }
 
