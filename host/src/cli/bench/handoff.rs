@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::floor::{FloorConn, LockSql, floor_key};
 use super::harness::{Host, parse_output, u64_list};
 use super::plan::Plan;
-use super::stats::{Hist, Latency, ratio};
+use super::stats::{Hist, Latency, ratio, turns};
 
 /// Share of grants dropped at each end of a run (start-up and wind-down,
 /// when not every job is waiting).
@@ -68,8 +68,7 @@ pub async fn run(host: &Host, plan: &Plan, app: &str) -> anyhow::Result<Handoff>
         };
         let mut tallies = [Tally::new(), Tally::new(), Tally::new()];
         for round in 0..plan.handoff_rounds {
-            for turn in 0..tallies.len() {
-                let which = (round + turn) % tallies.len();
+            for which in turns(round, tallies.len()) {
                 tallies[which].add(&side(which).await?);
             }
         }

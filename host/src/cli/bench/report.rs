@@ -14,6 +14,7 @@ use super::machine::Machine;
 use super::mapping::Mapping;
 use super::overhead::Overhead;
 use super::plan::Plan;
+use super::stats::ratio;
 use super::throughput::Throughput;
 use super::uncontended::Uncontended;
 
@@ -164,7 +165,7 @@ impl Table {
 }
 
 fn ratio_text(pinlock: f64, floor: f64) -> String {
-    if floor > 0.0 { format!("{:.2}", pinlock / floor) } else { String::new() }
+    ratio(pinlock, floor).map(|r| format!("{r:.2}")).unwrap_or_default()
 }
 
 fn rate(per_sec: f64) -> String {
@@ -283,7 +284,7 @@ fn mapping_rows(m: &Mapping, table: &mut Table) {
 }
 
 fn vs_cached(value: f64, cached: f64) -> String {
-    if cached > 0.0 { format!("{:.1}× cached", value / cached) } else { String::new() }
+    ratio(value, cached).map(|r| format!("{r:.1}× cached")).unwrap_or_default()
 }
 
 fn targets(checks: &[TargetCheck], out: &mut String) {

@@ -23,7 +23,7 @@ use super::floor::{FloorConn, LockSql, distinct_floor_keys};
 use super::harness::{Host, fresh_entities};
 use super::machine::process_cpu;
 use super::plan::Plan;
-use super::stats::ratio;
+use super::stats::{ratio, turns};
 
 /// Jobs per concurrent job run before measuring (opens every session).
 const WARM_UP_JOBS_PER_SLOT: usize = 10;
@@ -71,8 +71,7 @@ pub async fn run(host: &Host, plan: &Plan, app: &str) -> anyhow::Result<Throughp
         };
         let mut rates = [Rate::default(), Rate::default(), Rate::default()];
         for round in 0..plan.throughput_rounds {
-            for turn in 0..rates.len() {
-                let which = (round + turn) % rates.len();
+            for which in turns(round, rates.len()) {
                 rates[which].add(side(which).await?);
             }
         }

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::floor::{FloorConn, LockSql, distinct_floor_keys};
 use super::harness::{Host, fresh_entities, ns_list};
 use super::plan::Plan;
-use super::stats::{CurvePoint, Hist, Latency, ratio};
+use super::stats::{CurvePoint, Hist, Latency, ratio, turns};
 
 /// What scenario 1 measured.
 #[derive(Debug, Serialize)]
@@ -64,8 +64,7 @@ pub async fn run(host: &Host, plan: &Plan, app: &str) -> anyhow::Result<Unconten
     }
     let mut hists = [Hist::new(), Hist::new(), Hist::new()];
     for round in 0..plan.uncontended_rounds {
-        for turn in 0..SIDES {
-            let which = (round + turn) % SIDES;
+        for which in turns(round, SIDES) {
             hists[which].record_all(side(which).await?);
         }
     }
