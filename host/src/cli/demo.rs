@@ -76,7 +76,7 @@ async fn rounds(settings: &Settings, args: &DemoArgs, config: DbConfig) -> anyho
 
     let locked = round(&runtime, &worker, &db, args, false).await?;
     let unlocked = round(&runtime, &worker, &db, args, true).await?;
-    let exact = locked.sold + locked.left == args.stock && locked.sold <= args.stock;
+    let exact = locked.sold + locked.left == args.stock;
     println!(
         "  with locks     sold {:>4}, refused {:>4}, stock left {:>4}  {}",
         locked.sold,

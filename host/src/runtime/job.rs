@@ -87,7 +87,7 @@ impl Runtime {
         let started = Instant::now();
         let job_id = db.job_id();
         let limit = self.settings.time_limit;
-        let mut store = Store::new(&self.engine, JobState::new(job_id, db.clone(), self.settings.memory_limit));
+        let mut store = Store::new(&self.engine, JobState::new(db.clone(), self.settings.memory_limit));
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_async_yield_and_update(1);
 

@@ -75,7 +75,7 @@ impl Host for JobState {
         timeout_ms: Option<u64>,
     ) -> wasmtime::Result<Result<Resource<GuardHandle>, LockError>> {
         let entity = entity_to_uuid(entity);
-        let span = tracing::debug_span!("acquire", job = self.job_id, %entity, ?mode);
+        let span = tracing::debug_span!("acquire", job = self.db.job_id(), %entity, ?mode);
         let timeout = timeout_ms.map(Duration::from_millis);
         let granted = self.db.acquire(entity, mode_from_wit(mode), timeout).instrument(span).await;
         match granted {
@@ -90,7 +90,7 @@ impl Host for JobState {
         mode: LockMode,
     ) -> wasmtime::Result<Result<Option<Resource<GuardHandle>>, LockError>> {
         let entity = entity_to_uuid(entity);
-        let span = tracing::debug_span!("try_acquire", job = self.job_id, %entity, ?mode);
+        let span = tracing::debug_span!("try_acquire", job = self.db.job_id(), %entity, ?mode);
         let granted = self.db.try_acquire(entity, mode_from_wit(mode)).instrument(span).await;
         match granted {
             Ok(Some(grant)) => Ok(self.guard(grant).await.map(Some)),
@@ -120,16 +120,16 @@ impl HostLockGuard for JobState {
 
     async fn release(&mut self, guard: Resource<GuardHandle>) -> wasmtime::Result<Result<(), LockError>> {
         let grant = self.table.delete(guard)?.grant;
-        let span = tracing::debug_span!("release", job = self.job_id, entity = %grant.entity);
+        let span = tracing::debug_span!("release", job = self.db.job_id(), entity = %grant.entity);
         Ok(self.db.release(grant.id).instrument(span).await.map_err(to_wit))
     }
 
     async fn drop(&mut self, guard: Resource<GuardHandle>) -> wasmtime::Result<()> {
         let grant = self.table.delete(guard)?.grant;
-        let span = tracing::debug_span!("drop", job = self.job_id, entity = %grant.entity);
+        let span = tracing::debug_span!("drop", job = self.db.job_id(), entity = %grant.entity);
         if let Err(err) = self.db.release(grant.id).instrument(span).await {
             // A drop cannot report; the guest learns of loss through is-held.
-            tracing::debug!(job = self.job_id, %err, "release on drop failed");
+            tracing::debug!(job = self.db.job_id(), %err, "release on drop failed");
         }
         Ok(())
     }

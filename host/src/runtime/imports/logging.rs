@@ -10,7 +10,7 @@ const MAX_LINE: usize = 4096;
 impl Host for JobState {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let message = &message[..message.floor_char_boundary(MAX_LINE)];
-        let job = self.job_id;
+        let job = self.db.job_id();
         match level {
             Level::Trace => tracing::trace!(target: "pinlock::guest", job, "{message}"),
             Level::Debug => tracing::debug!(target: "pinlock::guest", job, "{message}"),

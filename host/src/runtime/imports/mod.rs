@@ -38,7 +38,6 @@ const STDERR_CAPTURE: usize = 16 << 10;
 
 /// Everything a job's `Store` holds.
 pub(crate) struct JobState {
-    pub(crate) job_id: u64,
     pub(crate) db: Arc<JobSession>,
     pub(crate) table: ResourceTable,
     pub(crate) wasi: WasiCtx,
@@ -47,13 +46,13 @@ pub(crate) struct JobState {
 }
 
 impl JobState {
-    pub(crate) fn new(job_id: u64, db: Arc<JobSession>, memory_limit: usize) -> Self {
+    pub(crate) fn new(db: Arc<JobSession>, memory_limit: usize) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         // No files, no network, no environment: only clocks, randomness and stderr.
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
-        Self { job_id, db, table, wasi, limits: JobLimiter::new(memory_limit), stderr }
+        Self { db, table, wasi, limits: JobLimiter::new(memory_limit), stderr }
     }
 }
 
