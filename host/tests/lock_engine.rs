@@ -144,11 +144,8 @@ async fn fencing_tokens_increase_across_holders_and_hosts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_entity_twice_in_one_job_needs_two_releases() {
-    let db = database().await;
-    let observer = observer().await;
+    let Setup { db, observer, entity, key } = setup().await;
     let job = db.job_session();
-    let entity = Uuid::new_v4();
-    let key = key_of(&observer, entity).await;
     let first = job.acquire(entity, LockMode::Exclusive, None).await.expect("first");
     let second = job.acquire(entity, LockMode::Exclusive, Some(Duration::ZERO)).await.expect("stacked");
     assert!(second.fence > first.fence);
@@ -258,10 +255,8 @@ async fn key_value_round_trip_and_validation() {
 /// ones included; the job then carries on with a fresh session.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_grant_on_a_terminated_session_is_lost() {
-    let db = database().await;
-    let observer = observer().await;
+    let Setup { db, observer, entity, .. } = setup().await;
     let job = db.job_session();
-    let entity = Uuid::new_v4();
     let first = job.acquire(entity, LockMode::Exclusive, None).await.expect("first");
     let second = job.acquire(entity, LockMode::Exclusive, None).await.expect("stacked");
     let pid = job.backend_pid().await.expect("pid");

@@ -22,23 +22,44 @@ use tokio_postgres::{CancelToken, Client, NoTls, Row, Statement};
 use super::error::{code_of, sqlstate};
 use super::{DbConfig, DbError, LockMode, sql};
 
-/// The statements every session prepares once, when it opens.
-pub(crate) struct Statements {
-    pub lock_exclusive: Statement,
-    pub lock_shared: Statement,
-    pub try_exclusive: Statement,
-    pub try_shared: Statement,
-    pub next_fence: Statement,
-    pub unlock_exclusive: Statement,
-    pub unlock_shared: Statement,
-    pub unlock_all: Statement,
-    pub holds: Statement,
-    pub find_key: Statement,
-    pub upsert_key: Statement,
-    pub kv_get: Statement,
-    pub kv_set: Statement,
-    pub kv_delete: Statement,
-    pub kv_exists: Statement,
+/// Declares [`Statements`]: one field per statement, each prepared from its
+/// SQL in `sql.rs`. Adding a statement is one line here.
+macro_rules! statements {
+    ($($name:ident = $sql:path),* $(,)?) => {
+        /// The statements every session prepares once, when it opens.
+        pub(crate) struct Statements {
+            $(pub $name: Statement,)*
+        }
+
+        impl Statements {
+            /// Prepares them all, pipelined: one round trip's worth of waiting.
+            async fn prepare(client: &Client) -> Result<Self, DbError> {
+                let prepare = async |text: &'static str| {
+                    client.prepare(text).await.map_err(DbError::query("preparing a statement"))
+                };
+                let ($($name,)*) = tokio::try_join!($(prepare($sql),)*)?;
+                Ok(Self { $($name,)* })
+            }
+        }
+    };
+}
+
+statements! {
+    lock_exclusive = sql::LOCK_EXCLUSIVE,
+    lock_shared = sql::LOCK_SHARED,
+    try_exclusive = sql::TRY_EXCLUSIVE,
+    try_shared = sql::TRY_SHARED,
+    next_fence = sql::NEXT_FENCE,
+    unlock_exclusive = sql::UNLOCK_EXCLUSIVE,
+    unlock_shared = sql::UNLOCK_SHARED,
+    unlock_all = sql::UNLOCK_ALL,
+    holds = sql::HOLDS,
+    find_key = sql::FIND_KEY,
+    upsert_key = sql::UPSERT_KEY,
+    kv_get = sql::KV_GET,
+    kv_set = sql::KV_SET,
+    kv_delete = sql::KV_DELETE,
+    kv_exists = sql::KV_EXISTS,
 }
 
 impl Statements {
@@ -100,68 +121,16 @@ impl Session {
             lost_flag.store(true, Ordering::Release);
         })
         .abort_handle();
-        let prepare = |text: &'static str| {
-            let client = &client;
-            async move { client.prepare(text).await.map_err(DbError::query("preparing a statement")) }
-        };
-        // All pipelined: one round trip's worth of waiting, not sixteen.
-        let (
-            lock_exclusive,
-            lock_shared,
-            try_exclusive,
-            try_shared,
-            next_fence,
-            unlock_exclusive,
-            unlock_shared,
-            unlock_all,
-            holds,
-            find_key,
-            upsert_key,
-            kv_get,
-            kv_set,
-            kv_delete,
-            kv_exists,
-            pid_row,
-        ) = tokio::try_join!(
-            prepare(sql::LOCK_EXCLUSIVE),
-            prepare(sql::LOCK_SHARED),
-            prepare(sql::TRY_EXCLUSIVE),
-            prepare(sql::TRY_SHARED),
-            prepare(sql::NEXT_FENCE),
-            prepare(sql::UNLOCK_EXCLUSIVE),
-            prepare(sql::UNLOCK_SHARED),
-            prepare(sql::UNLOCK_ALL),
-            prepare(sql::HOLDS),
-            prepare(sql::FIND_KEY),
-            prepare(sql::UPSERT_KEY),
-            prepare(sql::KV_GET),
-            prepare(sql::KV_SET),
-            prepare(sql::KV_DELETE),
-            prepare(sql::KV_EXISTS),
-            async { client.query_one(sql::SESSION_SETUP, &[]).await.map_err(DbError::query("setting up the session")) },
-        )?;
+        // Sent together: one round trip's worth of waiting.
+        let (stmts, pid_row) = tokio::try_join!(Statements::prepare(&client), async {
+            client.query_one(sql::SESSION_SETUP, &[]).await.map_err(DbError::query("setting up the session"))
+        })?;
         let pid: i32 = pid_row.try_get(0).map_err(DbError::query("reading the backend pid"))?;
         let cancel = client.cancel_token();
         Ok(Session {
             client,
             cancel,
-            stmts: Statements {
-                lock_exclusive,
-                lock_shared,
-                try_exclusive,
-                try_shared,
-                next_fence,
-                unlock_exclusive,
-                unlock_shared,
-                unlock_all,
-                holds,
-                find_key,
-                upsert_key,
-                kv_get,
-                kv_set,
-                kv_delete,
-                kv_exists,
-            },
+            stmts,
             lost,
             in_flight: AtomicBool::new(false),
             stale_cancels: AtomicU32::new(0),
