@@ -60,7 +60,13 @@ pub enum KvError {
     /// The key or value is not acceptable (empty or too long key, value too
     /// large).
     InvalidInput(String),
-    /// The store is unavailable or failed.
+    /// The session under this job's locks was lost: nothing was read or
+    /// written. Release or drop every lost guard, then start over (see
+    /// [`LockError::Lost`](crate::LockError::Lost)).
+    Lost,
+    /// The database cannot serve the call right now; nothing was written.
+    Unavailable(String),
+    /// The store failed on this call.
     Other(String),
     /// The value under this key is not UTF-8 text
     /// (from [`Bucket::get_string`]).
@@ -72,6 +78,8 @@ impl From<wit::Error> for KvError {
         match error {
             wit::Error::NoSuchStore => Self::NoSuchStore,
             wit::Error::InvalidInput(message) => Self::InvalidInput(message),
+            wit::Error::Lost => Self::Lost,
+            wit::Error::Unavailable(message) => Self::Unavailable(message),
             wit::Error::Other(message) => Self::Other(message),
         }
     }
@@ -82,6 +90,8 @@ impl fmt::Display for KvError {
         match self {
             Self::NoSuchStore => f.write_str("unacceptable bucket name"),
             Self::InvalidInput(message) => write!(f, "unacceptable key or value: {message}"),
+            Self::Lost => f.write_str("the session holding this job's locks was lost"),
+            Self::Unavailable(message) => write!(f, "key-value store unavailable: {message}"),
             Self::Other(message) => write!(f, "key-value store failed: {message}"),
             Self::NotUtf8(key) => write!(f, "value under key {key:?} is not UTF-8"),
         }

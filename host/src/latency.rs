@@ -102,8 +102,89 @@ impl Hist {
     }
 }
 
+/// Sub-buckets per power of two in [`CompactHist`] (values within ±6 %).
+const COMPACT_SUB: u32 = 8;
+/// Powers of two of nanoseconds covered (2^37 ns ≈ 137 s; above is clamped).
+const COMPACT_OCTAVES: u32 = 37;
+
+/// A small, fixed-size latency histogram (about 1 KiB whatever it records),
+/// for per-job statistics: a job that takes a million locks must not grow
+/// its host's memory. Merged into a [`Hist`] for summaries.
+#[derive(Clone)]
+pub struct CompactHist {
+    counts: Box<[u32]>,
+}
+
+impl CompactHist {
+    /// Adds one sample.
+    pub fn record(&mut self, duration: Duration) {
+        let ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let octave = (63 - ns.leading_zeros()).min(COMPACT_OCTAVES - 1);
+        let sub = if octave < 3 { 0 } else { ((ns >> (octave - 3)) & u64::from(COMPACT_SUB - 1)) as u32 };
+        let index = (octave * COMPACT_SUB + sub) as usize;
+        self.counts[index] = self.counts[index].saturating_add(1);
+    }
+
+    /// Samples recorded.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|&c| u64::from(c)).sum()
+    }
+
+    /// Adds every sample to `into`, each at the middle of its bucket.
+    pub fn merge_into(&self, into: &mut Hist) {
+        for (index, &count) in self.counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+            let (octave, sub) = (index as u32 / COMPACT_SUB, u64::from(index as u32 % COMPACT_SUB));
+            let middle = if octave < 3 {
+                1u64 << octave
+            } else {
+                let step = 1u64 << (octave - 3);
+                (8 + sub) * step + step / 2
+            };
+            let ns = middle.clamp(1, MAX_NS);
+            let _ = into.histogram.record_n(ns, u64::from(count));
+        }
+    }
+}
+
+impl Default for CompactHist {
+    fn default() -> Self {
+        Self { counts: vec![0; (COMPACT_OCTAVES * COMPACT_SUB) as usize].into_boxed_slice() }
+    }
+}
+
+impl std::fmt::Debug for CompactHist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CompactHist({} samples)", self.count())
+    }
+}
+
 impl Default for Hist {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compact_histogram_keeps_percentiles_within_its_bucket_width() {
+        let mut compact = CompactHist::default();
+        for us in 1..=1000u64 {
+            compact.record(Duration::from_micros(us));
+        }
+        let mut hist = Hist::new();
+        compact.merge_into(&mut hist);
+        let latency = hist.latency();
+        assert_eq!(latency.count, 1000);
+        assert!((latency.p50_us - 500.0).abs() / 500.0 < 0.07, "{latency:?}");
+        assert!((latency.p99_us - 990.0).abs() / 990.0 < 0.07, "{latency:?}");
+        // A million samples take no more memory than one.
+        for _ in 0..1_000_000 {
+            compact.record(Duration::from_millis(3));
+        }
+        assert_eq!(compact.count(), 1_001_000);
+        assert_eq!(compact.counts.len(), (COMPACT_OCTAVES * COMPACT_SUB) as usize);
     }
 }

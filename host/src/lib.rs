@@ -13,6 +13,8 @@
 //!   in it.
 //!
 //! [`batch`] runs many jobs; [`report`] and [`latency`] summarize them.
+//! [`scratch`] starts throwaway PostgreSQL clusters and [`testing`] finds the
+//! database tests run against.
 //!
 //! # Example
 //!
@@ -42,3 +44,5 @@ pub mod db;
 pub mod latency;
 pub mod report;
 pub mod runtime;
+pub mod scratch;
+pub mod testing;

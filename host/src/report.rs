@@ -10,6 +10,11 @@ use serde::Serialize;
 use crate::latency::{Hist, Latency};
 use crate::runtime::JobOutcome;
 
+/// Most distinct failure kinds a summary lists; the rest are counted together.
+const MAX_FAILURE_KINDS: usize = 32;
+/// Where failures beyond [`MAX_FAILURE_KINDS`] kinds are counted.
+const OTHER_FAILURES: &str = "other failures";
+
 /// The summary of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -51,11 +56,17 @@ impl SummaryBuilder {
             Ok(_) => self.ok += 1,
             Err(e) => {
                 self.failed += 1;
-                *self.failures.entry(e.kind()).or_default() += 1;
+                let kind = e.kind();
+                let kind = if self.failures.len() < MAX_FAILURE_KINDS || self.failures.contains_key(&kind) {
+                    kind
+                } else {
+                    OTHER_FAILURES.to_owned()
+                };
+                *self.failures.entry(kind).or_default() += 1;
             }
         }
-        outcome.locks.waits.iter().for_each(|d| self.wait.record(*d));
-        outcome.locks.holds.iter().for_each(|d| self.hold.record(*d));
+        outcome.locks.waits.merge_into(&mut self.wait);
+        outcome.locks.holds.merge_into(&mut self.hold);
         self.job.record(outcome.duration);
     }
 

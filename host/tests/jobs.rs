@@ -206,10 +206,10 @@ async fn a_killed_session_turns_the_guard_to_lost() {
         }
         let results = results(&job.await.expect("job"));
         if kill {
-            assert_eq!(results[1], json!({"held": false}));
+            assert_eq!(results[1]["held"], json!(false));
             assert_eq!(results[2], json!({"err": "lost"}));
         } else {
-            assert_eq!(results[1], json!({"held": true}));
+            assert_eq!(results[1]["held"], json!(true));
             assert_eq!(results[2], json!({"released": true}));
         }
     }

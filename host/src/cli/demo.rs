@@ -17,8 +17,8 @@ use pinlock::batch::Batch;
 use pinlock::db::{Database, DbConfig};
 use pinlock::report::{Summary, SummaryBuilder, human_us};
 use pinlock::runtime::{Runtime, Worker};
+use pinlock::scratch::ScratchCluster;
 
-use super::scratch_cluster::ScratchCluster;
 use crate::config::Settings;
 
 /// The inventory example, built by build.rs.

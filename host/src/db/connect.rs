@@ -1,6 +1,7 @@
 //! Where the database is and how a session is opened: libpq-style settings,
 //! `application_name` so every held lock can be traced to its host, TCP
-//! keepalives so a partitioned session is noticed.
+//! keepalives and a user timeout so a partitioned session is noticed (see
+//! [`super::liveness`]).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, Connection, NoTls, Socket, tls::NoTlsStream};
 
-use super::DbError;
+use super::{DbError, liveness};
 
 /// How long opening one session may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,9 +63,10 @@ impl DbConfig {
         config
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)
-            .keepalives_idle(Duration::from_secs(10))
-            .keepalives_interval(Duration::from_secs(2))
-            .keepalives_retries(3);
+            .keepalives_idle(liveness::CLIENT_KEEPALIVE_IDLE)
+            .keepalives_interval(liveness::CLIENT_KEEPALIVE_INTERVAL)
+            .keepalives_retries(liveness::CLIENT_KEEPALIVE_COUNT)
+            .tcp_user_timeout(liveness::CLIENT_TCP_USER_TIMEOUT);
         Self { config }
     }
 

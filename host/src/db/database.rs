@@ -34,13 +34,20 @@ pub struct Database {
     pub(crate) pool: SessionPool,
     pub(crate) keys: KeyCache,
     pub(crate) settings: DbSettings,
+    /// Jobs dropped before their clean-up was awaited (it ran on its own task).
+    abandoned: AtomicU64,
 }
 
 impl Database {
     /// A handle that opens sessions on demand. Does no I/O: a database that is
     /// down shows up as `unavailable` on the first lock call.
     pub fn new(config: DbConfig, settings: DbSettings) -> Arc<Self> {
-        Arc::new(Self { pool: SessionPool::new(config, settings.max_sessions), keys: KeyCache::default(), settings })
+        Arc::new(Self {
+            pool: SessionPool::new(config, settings.max_sessions),
+            keys: KeyCache::default(),
+            settings,
+            abandoned: AtomicU64::new(0),
+        })
     }
 
     /// Creates or upgrades pinlock's schema (safe with many hosts at once).
@@ -67,5 +74,16 @@ impl Database {
     /// Sessions opened so far (a measure of churn: a healthy host reuses them).
     pub fn sessions_opened(&self) -> u64 {
         self.pool.sessions_opened()
+    }
+
+    /// Jobs whose handle was dropped with a session still checked out (the
+    /// future running them was dropped); each one's clean-up ran on a task
+    /// of its own.
+    pub fn jobs_abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_abandoned(&self) {
+        self.abandoned.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -86,7 +86,15 @@ pub enum KvError {
     /// The key or value is not acceptable (the guest's fault).
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// The database failed (the host's side).
+    /// The session under the job's locks was lost and the guest has not
+    /// released every lost guard yet; nothing was sent (the database's side,
+    /// the guest must start over).
+    #[error("the session holding the job's locks was lost")]
+    Lost,
+    /// The database cannot serve the call (the host's or operator's side).
+    #[error("key-value store unavailable: {0}")]
+    Unavailable(String),
+    /// The statement failed (the host's side).
     #[error("key-value store failed: {0}")]
     Other(String),
 }

@@ -1,37 +1,48 @@
 //! One job's side of the database: the session pinned to the job from its
-//! first lock or key-value call to its end, the grants it holds, and the
-//! clean-up that runs when the job ends, however it ends.
+//! first lock or key-value call to its end, the grants it holds, the fence
+//! that keeps a job away from the database after its session was lost, and
+//! the clean-up that runs when the job ends, however it ends.
 //!
 //! Rules kept here:
 //! - the session serves this job only, so it never waits for a lock on behalf
 //!   of anyone else while holding this job's locks;
+//! - **fail closed**: once the session under the job's grants is lost, every
+//!   grant on it is lost, and every further lock or key-value call of the job
+//!   answers `Lost` without touching the database (on any session) until each
+//!   lost grant has been released, which is how the guest acknowledges the
+//!   loss. Key-value calls run on the session that holds the job's locks, so
+//!   a write that commits proves those locks were held when it committed;
+//! - every wait for a session is bounded by the caller's deadline, and a
+//!   try never waits for another job;
 //! - at the end every lock is released (`pg_advisory_unlock_all`) before the
-//!   job's result is reported; a session whose statement was interrupted
-//!   mid-flight (the job was killed while waiting) is cancelled, unlocked and
-//!   closed, never reused;
-//! - a lost session turns every grant on it to lost.
+//!   job's result is reported, on a task of its own: dropping the job's future
+//!   (at any await point) cannot skip it, because dropping the [`JobSession`]
+//!   starts the same clean-up. A session that may still receive a cancel or
+//!   hold an untracked lock is closed, never reused (see [`super::session`]
+//!   for the stale-cancel story).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
 use super::error::{code_of, describe, sqlstate};
 use super::locks::{GrantId, Held, LockMode};
-use super::pool::PinnedSession;
+use super::pool::{Checkout, CheckoutError, PinnedSession};
 use super::{Database, LockError, Session};
+use crate::latency::CompactHist;
 
 /// How long the end-of-job unlock may take before the session is closed instead.
 const RELEASE_ALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Lock wait and hold times of one job.
+/// Lock wait and hold times of one job, in bounded memory.
 #[derive(Debug, Default, Clone)]
 pub struct LockStats {
     /// From the acquire call to the grant, for each granted acquire.
-    pub waits: Vec<Duration>,
-    /// From each grant to its release (or the job's end).
-    pub holds: Vec<Duration>,
+    pub waits: CompactHist,
+    /// From each grant to its release, its loss or the job's end.
+    pub holds: CompactHist,
 }
 
 /// What the end-of-job clean-up did.
@@ -58,34 +69,54 @@ pub enum ReleaseOutcome {
 pub struct JobSession {
     pub(crate) db: Arc<Database>,
     pub(crate) job_id: u64,
-    pub(crate) state: Mutex<JobState>,
+    pub(crate) state: Mutex<JobLocks>,
+    /// The job's wall-clock limit: no wait of the job outlives it.
+    deadline: OnceLock<tokio::time::Instant>,
 }
 
 /// Everything behind the job's lock; the guest calls one at a time, so this
 /// is never contended except by the end-of-job clean-up.
 #[derive(Default)]
-pub(crate) struct JobState {
-    pub(crate) session: Option<PinnedSession>,
+pub(crate) struct JobLocks {
+    session: Option<PinnedSession>,
     pub(crate) held: HashMap<GrantId, Held>,
     /// How many grants of this job stand on each (key, mode). The server is
     /// asked once per (key, mode); further grants of the same pair are counted
     /// here. That keeps the server's count at 0 or 1, so a cancelled wait can
     /// always be checked against `pg_locks`.
     pub(crate) counts: HashMap<(i64, LockMode), u32>,
-    /// Grants whose session was lost: their release reports `lost`.
-    pub(crate) lost: HashSet<GrantId>,
-    pub(crate) next_grant: u64,
+    /// Grants whose session was lost and that the guest has not released
+    /// yet. While any is left, the job is fenced off the database.
+    lost: HashSet<GrantId>,
+    next_grant: u64,
     pub(crate) stats: LockStats,
+}
+
+/// A session taken from a job at its end, with what it still held.
+struct Ending {
+    session: PinnedSession,
+    held: usize,
 }
 
 impl JobSession {
     pub(crate) fn new(db: Arc<Database>, job_id: u64) -> Self {
-        Self { db, job_id, state: Mutex::new(JobState::default()) }
+        Self { db, job_id, state: Mutex::new(JobLocks::default()), deadline: OnceLock::new() }
     }
 
     /// The job this handle belongs to.
     pub fn job_id(&self) -> u64 {
         self.job_id
+    }
+
+    /// Sets the job's wall-clock deadline (once): no lock or session wait of
+    /// the job lasts past it.
+    pub fn set_deadline(&self, deadline: tokio::time::Instant) {
+        let _ = self.deadline.set(deadline);
+    }
+
+    /// `want`, cut to the job's deadline.
+    pub(crate) fn bounded(&self, want: tokio::time::Instant) -> tokio::time::Instant {
+        self.deadline.get().map_or(want, |&limit| want.min(limit))
     }
 
     /// The backend pid of the job's session, if it has one (for tests and logs).
@@ -101,74 +132,132 @@ impl JobSession {
 
     /// Releases everything the job holds and gives the session back or closes
     /// it. Runs at every job end; afterwards `pg_locks` shows none of the
-    /// job's locks.
+    /// job's locks. The work runs on its own task: if this future is dropped
+    /// midway, the clean-up still finishes.
     pub async fn release_all(&self) -> ReleaseOutcome {
-        let mut state = self.state.lock().await;
-        let state = &mut *state;
-        let now = Instant::now();
-        let count = state.held.len();
-        for held in state.held.values() {
-            state.stats.holds.push(now - held.granted_at);
-        }
-        state.held.clear();
-        state.counts.clear();
-        state.lost.clear();
-        let Some(session) = state.session.take() else {
+        let Some(ending) = self.state.lock().await.end() else {
             return ReleaseOutcome::NoSession;
         };
-        if session.is_lost() {
-            return ReleaseOutcome::Closed { reason: "session lost".into() };
+        match tokio::spawn(settle(self.db.clone(), ending)).await {
+            Ok(outcome) => outcome,
+            Err(e) => ReleaseOutcome::Closed { reason: format!("the clean-up task failed: {e}") },
         }
-        // The job stopped while a statement was running (e.g. waiting for a
-        // lock): the server may still grant it. Cancel it; the unlock below
-        // runs after it (statements on a session run in order).
-        let interrupted = session.interrupted();
-        if interrupted {
-            session.cancel_running().await;
-        }
-        let must_unlock = interrupted || count > 0 || session.is_suspect();
-        if must_unlock && let Err(e) = unlock_all(&session).await {
-            let reason = match self.db.pool.terminate(session).await {
-                Ok(()) => format!("unlock failed ({e}); backend terminated"),
-                Err(t) => format!("unlock failed ({e}); terminating the backend failed too ({t})"),
-            };
-            return ReleaseOutcome::Closed { reason };
-        }
-        if interrupted || session.cancel_may_arrive() {
-            // Unlocked, but a cancel request may still land on whoever uses
-            // the session next: close it instead.
-            return ReleaseOutcome::Closed { reason: "a cancel may still arrive; unlocked and closed".into() };
-        }
-        self.db.pool.give_back(session);
-        if count == 0 { ReleaseOutcome::NothingHeld } else { ReleaseOutcome::Released { count } }
     }
 }
 
-impl JobState {
-    /// Makes sure the job has a session, checking one out on first use. A lost
-    /// session is retired first (its grants become lost).
-    pub(crate) async fn ensure_session(&mut self, db: &Database) -> Result<(), LockError> {
+impl Drop for JobSession {
+    /// A job whose future was dropped before [`JobSession::release_all`] ran
+    /// (an abandoned HTTP request, a `select!` elsewhere) still gets its
+    /// clean-up, on a task of its own.
+    fn drop(&mut self) {
+        let Some(ending) = self.state.get_mut().end() else {
+            return;
+        };
+        self.db.note_abandoned();
+        tracing::debug!(job = self.job_id, held = ending.held, "job dropped mid-flight; cleaning up its session");
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(settle(self.db.clone(), ending));
+            }
+            // No runtime left (the process is shutting down): closing the
+            // socket makes the server end the backend and free its locks.
+            Err(_) => ending.session.abort_connection(),
+        }
+    }
+}
+
+/// Unlocks what an ended job's session still holds, then gives the session
+/// back to the pool or closes it.
+async fn settle(db: Arc<Database>, Ending { session, held }: Ending) -> ReleaseOutcome {
+    if session.is_lost() {
+        return ReleaseOutcome::Closed { reason: "session lost".into() };
+    }
+    // The job stopped while a statement was running (e.g. waiting for a
+    // lock): the server may still grant it. Cancel it; the unlock below
+    // runs after it (statements on a session run in order).
+    let interrupted = session.interrupted();
+    if interrupted {
+        session.cancel_running().await;
+    }
+    let must_unlock = interrupted || held > 0 || session.is_suspect();
+    if must_unlock && let Err(e) = unlock_all(&session).await {
+        let reason = match db.pool.terminate(session).await {
+            Ok(()) => format!("unlock failed ({e}); backend terminated"),
+            Err(t) => format!("unlock failed ({e}); terminating the backend failed too ({t})"),
+        };
+        return ReleaseOutcome::Closed { reason };
+    }
+    if interrupted || session.cancel_may_arrive() {
+        // Unlocked, but a cancel request may still land on whoever uses the
+        // session next: close it instead.
+        return ReleaseOutcome::Closed { reason: "a cancel may still arrive; unlocked and closed".into() };
+    }
+    db.pool.return_idle(session);
+    if held == 0 { ReleaseOutcome::NothingHeld } else { ReleaseOutcome::Released { count: held } }
+}
+
+impl JobLocks {
+    /// Ends the job's use of the database: records the holds still open and
+    /// takes the session out, if there is one.
+    fn end(&mut self) -> Option<Ending> {
+        let now = Instant::now();
+        let held = self.held.len();
+        for held in self.held.values() {
+            self.stats.holds.record(now - held.granted_at);
+        }
+        self.held.clear();
+        self.counts.clear();
+        self.lost.clear();
+        self.session.take().map(|session| Ending { session, held })
+    }
+
+    /// Lets a call through to the database, or answers `Lost` while a lost
+    /// grant has not been released (the fence). A session found lost is
+    /// retired first, turning its grants lost.
+    pub(crate) fn admit(&mut self) -> Result<(), LockError> {
         if self.session.as_ref().is_some_and(|s| s.is_lost()) {
             self.retire_session();
         }
-        if self.session.is_none() {
-            let session = db.pool.checkout().await.map_err(|e| LockError::Unavailable(e.to_string()))?;
-            self.session = Some(session);
-        }
-        Ok(())
+        if self.lost.is_empty() { Ok(()) } else { Err(LockError::Lost) }
     }
 
-    /// The job's session; call [`JobState::ensure_session`] first.
-    pub(crate) fn current(&self) -> Result<&PinnedSession, LockError> {
+    /// Admits the call and makes sure the job has a session, checking one
+    /// out (waiting as `wait` allows) on first use.
+    pub(crate) async fn session(&mut self, db: &Database, wait: Checkout) -> Result<&PinnedSession, LockError> {
+        self.admit()?;
+        let session = match self.session.take() {
+            Some(session) => session,
+            None => db.pool.checkout(wait).await.map_err(|e| match e {
+                CheckoutError::TimedOut => LockError::Timeout,
+                CheckoutError::Busy { max } => {
+                    LockError::Unavailable(format!("all {max} database sessions of this host are in use"))
+                }
+                CheckoutError::Open(e) => LockError::Unavailable(e.to_string()),
+            })?,
+        };
+        Ok(self.session.insert(session))
+    }
+
+    /// The job's session; call [`JobLocks::session`] first.
+    pub(crate) fn pinned(&self) -> Result<&PinnedSession, LockError> {
         self.session.as_ref().ok_or_else(|| LockError::Unavailable("no database session".into()))
+    }
+
+    /// Whether the session is there and not known to be lost.
+    pub(crate) fn session_alive(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| !s.is_lost())
     }
 
     /// Drops the session (closing it, so the server frees what it held) and
     /// marks every grant on it lost. Returns whether any grant was held.
     pub(crate) fn retire_session(&mut self) -> bool {
         self.session = None;
+        let now = Instant::now();
         let held_any = !self.held.is_empty();
-        self.lost.extend(self.held.drain().map(|(id, _)| id));
+        for (id, held) in self.held.drain() {
+            self.stats.holds.record(now - held.granted_at);
+            self.lost.insert(id);
+        }
         self.counts.clear();
         held_any
     }
@@ -192,15 +281,21 @@ impl JobState {
         lost
     }
 
+    /// Acknowledges a lost grant (its guard was released or dropped).
+    /// Returns whether `id` was one.
+    pub(crate) fn acknowledge_lost(&mut self, id: GrantId) -> bool {
+        self.lost.remove(&id)
+    }
+
     pub(crate) fn next_grant_id(&mut self) -> GrantId {
         self.next_grant += 1;
         GrantId(self.next_grant)
     }
 
-    /// Maps a failed statement to the error the guest sees; retires the
-    /// session when the failure means it is gone.
-    pub(crate) fn failure(&mut self, err: &tokio_postgres::Error) -> LockError {
-        let gone = err.is_closed() || ends_session(err) || self.session.as_ref().is_none_or(|s| s.is_lost());
+    /// Maps a failed statement to the error the guest sees, retiring the
+    /// session when the failure means it is gone (`Lost` if it held locks).
+    pub(crate) fn classify_failure(&mut self, err: &tokio_postgres::Error) -> LockError {
+        let gone = err.is_closed() || ends_session(err) || !self.session_alive();
         if gone {
             return self.retire_because(LockError::Unavailable(format!("database session ended: {}", describe(err))));
         }

@@ -2,7 +2,8 @@
 //!
 //! Keys live in the bigint advisory key space (`pg_advisory_lock(bigint)`).
 //! Each entity gets a key from the identity column of `pinlock.entity_keys`
-//! on first use, so keys never collide (unlike hashing 128 bits into 64) and
+//! on first use, counting up from 2^48 (so never one of the small integers
+//! other applications lock with `pg_advisory_lock(1)`), so keys never collide (unlike hashing 128 bits into 64) and
 //! every held key can be traced back to its entity. In `pg_locks` a key shows
 //! as `classid` = high 32 bits, `objid` = low 32 bits, `objsubid` = 1.
 //!

@@ -1,11 +1,11 @@
 //! The key-value table (`pinlock.kv`): get / set / delete / exists on a named
-//! bucket, through the job's pinned session. Each call is atomic on its own;
-//! locks are what make a read-modify-write safe.
+//! bucket, through the job's pinned session, the one that holds its locks.
+//! Each call is atomic on its own; locks are what make a read-modify-write
+//! safe, and the fence of [`super::job_session`] is what keeps a job that
+//! lost its locks from writing.
 
-use tokio::sync::MutexGuard;
-
-use super::job_session::JobState;
-use super::{JobSession, KvError, LockError};
+use super::pool::Checkout;
+use super::{JobSession, KvError, LockError, Session};
 
 /// Longest bucket name, in bytes.
 pub const MAX_BUCKET_LEN: usize = 128;
@@ -37,21 +37,25 @@ fn validate(bucket: &str, key: &str) -> Result<(), KvError> {
     Ok(())
 }
 
-fn kv_failure(err: LockError) -> KvError {
-    KvError::Other(err.to_string())
+/// What the guest sees of a lock-engine answer to a key-value call.
+fn kv_error(err: LockError) -> KvError {
+    match err {
+        LockError::Lost => KvError::Lost,
+        LockError::Unavailable(message) => KvError::Unavailable(message),
+        LockError::Timeout => KvError::Unavailable("no database session came free in time".into()),
+        other => KvError::Other(other.to_string()),
+    }
 }
 
 impl JobSession {
     /// The value under `key` in `bucket`.
     pub async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         validate(bucket, key)?;
-        let mut state = self.kv_session().await?;
-        let session = state.current().map_err(kv_failure)?;
-        let result = session.query_opt(&session.stmts.kv_get, &[&bucket, &key]).await;
-        match result.and_then(|row| row.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose()) {
-            Ok(value) => Ok(value),
-            Err(e) => Err(kv_failure(state.failure(&e))),
-        }
+        self.kv_call(async |session| {
+            let row = session.query_opt(&session.stmts.kv_get, &[&bucket, &key]).await?;
+            row.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose()
+        })
+        .await
     }
 
     /// Stores `value` under `key` in `bucket`.
@@ -63,44 +67,43 @@ impl JobSession {
                 value.len()
             )));
         }
-        self.kv_write(|s| &s.stmts.kv_set, &[&bucket, &key, &value]).await
+        self.kv_call(async |session| session.execute(&session.stmts.kv_set, &[&bucket, &key, &value]).await.map(drop))
+            .await
     }
 
     /// Removes `key` from `bucket` (no error when it is missing).
     pub async fn kv_delete(&self, bucket: &str, key: &str) -> Result<(), KvError> {
         validate(bucket, key)?;
-        self.kv_write(|s| &s.stmts.kv_delete, &[&bucket, &key]).await
+        self.kv_call(async |session| session.execute(&session.stmts.kv_delete, &[&bucket, &key]).await.map(drop)).await
     }
 
     /// Whether `bucket` has a value under `key`.
     pub async fn kv_exists(&self, bucket: &str, key: &str) -> Result<bool, KvError> {
         validate(bucket, key)?;
-        let mut state = self.kv_session().await?;
-        let session = state.current().map_err(kv_failure)?;
-        let result = session.query_one(&session.stmts.kv_exists, &[&bucket, &key]).await;
-        match result.and_then(|row| row.try_get::<_, bool>(0)) {
-            Ok(exists) => Ok(exists),
-            Err(e) => Err(kv_failure(state.failure(&e))),
-        }
+        self.kv_call(async |session| session.query_one(&session.stmts.kv_exists, &[&bucket, &key]).await?.try_get(0))
+            .await
     }
 
-    /// The job's state, with a session checked out.
-    async fn kv_session(&self) -> Result<MutexGuard<'_, JobState>, KvError> {
-        let mut state = self.state.lock().await;
-        state.ensure_session(&self.db).await.map_err(kv_failure)?;
-        Ok(state)
-    }
-
-    async fn kv_write(
+    /// Runs `call` on the job's session: the one holding its locks, so a
+    /// write that commits proves they were held. Fenced (`Lost`, nothing
+    /// sent) after a loss the guest has not acknowledged; waits for a
+    /// session at most the host's default lock timeout (and never past the
+    /// job's deadline).
+    async fn kv_call<T>(
         &self,
-        statement: fn(&super::Session) -> &tokio_postgres::Statement,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<(), KvError> {
-        let mut state = self.kv_session().await?;
-        let session = state.current().map_err(kv_failure)?;
-        match session.execute(statement(session), params).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(kv_failure(state.failure(&e))),
+        call: impl AsyncFnOnce(&Session) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, KvError> {
+        let deadline = self.bounded(tokio::time::Instant::now() + self.db.settings.default_lock_timeout);
+        let mut state = self.state.lock().await;
+        let session = state.session(&self.db, Checkout::Until(deadline)).await.map_err(kv_error)?;
+        match call(session).await {
+            Ok(value) => Ok(value),
+            Err(e) => Err(match state.classify_failure(&e) {
+                // The session died under the call (with or without locks):
+                // nothing more was written on it.
+                err @ (LockError::Lost | LockError::Unavailable(_)) if !state.session_alive() => kv_error(err),
+                _ => KvError::Other(super::error::describe(&e)),
+            }),
         }
     }
 }

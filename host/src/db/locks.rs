@@ -3,17 +3,18 @@
 //!
 //! A timed-out wait is cancelled with the session's cancel token and then
 //! awaited to its end, because dropping the future would not stop the server
-//! from granting the lock later. The cancel can race the grant (the same race
-//! `lock_timeout` has, where 55P03 or 57014 arrives with the lock granted), so
-//! after a cancelled wait the session asks `pg_locks` whether it holds the
-//! key and gives it back if so.
+//! from granting the lock later. The cancel can race the grant (so can
+//! `lock_timeout`'s 55P03), so after a cancelled wait the session asks
+//! `pg_locks` whether it holds the key and unlocks it if so. What a late
+//! cancel does to the statements after it is told in [`super::session`].
 
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use super::error::{code_of, sqlstate};
-use super::job_session::JobState;
+use super::job_session::JobLocks;
+use super::pool::Checkout;
 use super::{Database, JobSession, LockError, Session};
 
 /// How an entity is locked.
@@ -75,36 +76,57 @@ impl JobSession {
     }
 
     /// Grants `entity` in `mode`, waiting at most `timeout` (zero: `None`
-    /// when taken). A pair the job already holds is stacked locally.
+    /// when taken, without waiting for anyone, for a session either). The
+    /// wait for a session counts against `timeout`, and no wait outlives the
+    /// job's deadline. A pair the job already holds is stacked locally.
     async fn grant(&self, entity: Uuid, mode: LockMode, timeout: Duration) -> Result<Option<Grant>, LockError> {
         let started = Instant::now();
+        let deadline = self.bounded(tokio::time::Instant::now() + timeout);
         let mut guard = self.state.lock().await;
         let state = &mut *guard;
-        let key = self.prepare_grant(state, entity).await?;
+        if entity.is_nil() || entity.is_max() {
+            return Err(LockError::InvalidInput(format!("{entity} is not a lockable entity")));
+        }
+        let limit = self.db.settings.max_locks_per_job;
+        if state.held.len() >= limit {
+            return Err(LockError::LimitExceeded(format!("a job may hold at most {limit} locks")));
+        }
+        let try_only = timeout.is_zero();
+        let session = state.session(&self.db, if try_only { Checkout::Now } else { Checkout::Until(deadline) }).await?;
+        let key = match self.db.keys.key_for(entity, session).await {
+            Ok(key) => key,
+            Err(e) => return Err(state.classify_failure(&e)),
+        };
         let fence = if state.counts.contains_key(&(key, mode)) {
             Some(next_fence(state).await?)
-        } else if timeout.is_zero() {
+        } else if try_only {
             try_lock(state, key, mode).await?
+        } else if deadline <= tokio::time::Instant::now() {
+            // The job's deadline (or the session wait) used up the time: one
+            // look without waiting, never a wait that needs cancelling.
+            Some(try_lock(state, key, mode).await?.ok_or(LockError::Timeout)?)
         } else {
-            Some(wait_for_grant(state, &self.db, key, mode, timeout).await?)
+            Some(wait_for_grant(state, &self.db, key, mode, deadline).await?)
         };
         Ok(fence.map(|fence| record_grant(state, entity, key, mode, fence, started)))
     }
 
-    /// Releases one grant. `Lost` when its session was lost before.
+    /// Releases one grant. `Lost` when its session was lost before; that
+    /// answer is also the guest's acknowledgement of the loss (see
+    /// [`super::job_session`]: the job is fenced until every lost grant is
+    /// released).
     pub async fn release(&self, id: GrantId) -> Result<(), LockError> {
         let mut guard = self.state.lock().await;
         let state = &mut *guard;
-        if state.session.as_ref().is_some_and(|s| s.is_lost()) {
-            state.retire_session();
-        }
-        if state.lost.remove(&id) {
+        // Turns the grants of a session found lost into lost ones.
+        let _ = state.admit();
+        if state.acknowledge_lost(id) {
             return Err(LockError::Lost);
         }
         let Some(held) = state.held.remove(&id) else {
             return Err(LockError::InvalidInput("this lock was already released".into()));
         };
-        state.stats.holds.push(held.granted_at.elapsed());
+        state.stats.holds.record(held.granted_at.elapsed());
         let pair = (held.key, held.mode);
         match state.counts.get_mut(&pair) {
             Some(count) if *count > 1 => {
@@ -115,17 +137,22 @@ impl JobSession {
                 state.counts.remove(&pair);
             }
         }
-        let session = state.current()?;
+        let session = state.pinned()?;
         match unlock(session, held.key, held.mode).await {
             // `false` only after a stale cancel hit the first attempt after
             // it had unlocked: released either way.
             Ok(_) => Ok(()),
             Err(e) => {
-                let err = state.failure(&e);
-                // Gone with its session: lost. Otherwise not released: the
-                // lock stays until the job ends (the session is now suspect,
-                // so the end unlocks everything).
-                Err(if state.session.is_none() { LockError::Lost } else { err })
+                let err = state.classify_failure(&e);
+                if !state.session_alive() {
+                    // Gone with its session (this grant was in `held`, so
+                    // the others are lost now): this one is released, lost.
+                    state.acknowledge_lost(id);
+                    return Err(LockError::Lost);
+                }
+                // Not released: the lock stays until the job ends (the
+                // session is now suspect, so the end unlocks everything).
+                Err(err)
             }
         }
     }
@@ -134,31 +161,13 @@ impl JobSession {
     /// not known to be lost. Answers from memory, without a round trip.
     pub async fn is_held(&self, id: GrantId) -> bool {
         let state = self.state.lock().await;
-        state.held.contains_key(&id) && state.session.as_ref().is_some_and(|s| !s.is_lost())
-    }
-
-    /// Checks the request and the job's limit, makes sure the job has a
-    /// session and maps the entity to its key.
-    async fn prepare_grant(&self, state: &mut JobState, entity: Uuid) -> Result<i64, LockError> {
-        if entity.is_nil() || entity.is_max() {
-            return Err(LockError::InvalidInput(format!("{entity} is not a lockable entity")));
-        }
-        let limit = self.db.settings.max_locks_per_job;
-        if state.held.len() >= limit {
-            return Err(LockError::LimitExceeded(format!("a job may hold at most {limit} locks")));
-        }
-        state.ensure_session(&self.db).await?;
-        let session = state.current()?;
-        match self.db.keys.key_for(entity, session).await {
-            Ok(key) => Ok(key),
-            Err(e) => Err(state.failure(&e)),
-        }
+        state.held.contains_key(&id) && state.session_alive()
     }
 }
 
-fn record_grant(state: &mut JobState, entity: Uuid, key: i64, mode: LockMode, fence: u64, started: Instant) -> Grant {
+fn record_grant(state: &mut JobLocks, entity: Uuid, key: i64, mode: LockMode, fence: u64, started: Instant) -> Grant {
     let now = Instant::now();
-    state.stats.waits.push(now - started);
+    state.stats.waits.record(now - started);
     *state.counts.entry((key, mode)).or_insert(0) += 1;
     let id = state.next_grant_id();
     state.held.insert(id, Held { key, mode, granted_at: now });
@@ -166,58 +175,57 @@ fn record_grant(state: &mut JobState, entity: Uuid, key: i64, mode: LockMode, fe
 }
 
 /// A fencing token for a grant the session already holds on the server.
-async fn next_fence(state: &mut JobState) -> Result<u64, LockError> {
-    let session = state.current()?;
+async fn next_fence(state: &mut JobLocks) -> Result<u64, LockError> {
+    let session = state.pinned()?;
     let result = session.query_one(&session.stmts.next_fence, &[]).await;
     match result.and_then(|row| row.try_get::<_, i64>(0)) {
         Ok(fence) => Ok(fence as u64),
-        Err(e) => Err(state.failure(&e)),
+        Err(e) => Err(state.classify_failure(&e)),
     }
 }
 
 /// `pg_try_advisory_lock*`: the fence when granted, `None` when taken.
-async fn try_lock(state: &mut JobState, key: i64, mode: LockMode) -> Result<Option<u64>, LockError> {
-    let session = state.current()?;
+async fn try_lock(state: &mut JobLocks, key: i64, mode: LockMode) -> Result<Option<u64>, LockError> {
+    let session = state.pinned()?;
     let mut answer = session.lock_statement(session.stmts.try_lock(mode), &[&key]).await;
-    if matches!(&answer, Err(e) if session.absorbs(e)) {
+    if matches!(&answer, Err(e) if session.absorb_stale_cancel(e)) {
         // A stale cancel hit it, maybe after the grant.
         if holds(state, key, mode).await? {
             return next_fence(state).await.map(Some);
         }
-        let session = state.current()?;
+        let session = state.pinned()?;
         answer = session.lock_statement(session.stmts.try_lock(mode), &[&key]).await;
     }
     match answer.and_then(|row| row.try_get::<_, Option<i64>>(0)) {
         Ok(fence) => Ok(fence.map(|f| f as u64)),
-        Err(e) => Err(state.failure(&e)),
+        Err(e) => Err(state.classify_failure(&e)),
     }
 }
 
-/// `pg_advisory_lock*` bounded by `timeout`. On timeout the wait is
+/// `pg_advisory_lock*` until `deadline`. On timeout the wait is
 /// cancelled and awaited to its end, and the race settled so that the lock is
 /// not held when `Timeout` is returned.
 async fn wait_for_grant(
-    state: &mut JobState,
+    state: &mut JobLocks,
     db: &Database,
     key: i64,
     mode: LockMode,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
 ) -> Result<u64, LockError> {
-    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let waited = {
-            let session = state.current()?;
+            let session = state.pinned()?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
             let waiting = session.lock_statement(session.stmts.lock(mode), &params);
             tokio::pin!(waiting);
             match tokio::time::timeout_at(deadline, &mut waiting).await {
-                Ok(Err(e)) if session.absorbs(&e) => Waited::HitByStaleCancel,
+                Ok(Err(e)) if session.absorb_stale_cancel(&e) => Waited::HitByStaleCancel,
                 Ok(answer) => Waited::Answered(answer),
                 Err(_elapsed) if session.cancel_running().await => {
                     let settled = waiting.await;
                     if let Err(e) = &settled {
                         // Our own cancel, seen: not stale any more.
-                        session.absorbs(e);
+                        session.absorb_stale_cancel(e);
                     }
                     Waited::Cancelled(settled)
                 }
@@ -229,8 +237,8 @@ async fn wait_for_grant(
                 Ok(fence) => Ok(fence as u64),
                 // `lock_timeout` set on the role or database (55P03), or a
                 // cancel from elsewhere: granted or not, the server knows.
-                Err(e) if is_cancel(&e) => give_back_if_held(state, key, mode).await,
-                Err(e) => Err(state.failure(&e)),
+                Err(e) if is_cancel(&e) => unlock_if_granted(state, key, mode).await,
+                Err(e) => Err(state.classify_failure(&e)),
             },
             Waited::HitByStaleCancel => {
                 if holds(state, key, mode).await? {
@@ -240,10 +248,10 @@ async fn wait_for_grant(
                 }
             }
             // Granted before the cancel arrived: give it back.
-            Waited::Cancelled(Ok(_)) => give_back(state, key, mode).await,
+            Waited::Cancelled(Ok(_)) => unlock_late_grant(state, key, mode).await,
             // Cancelled, but maybe after the grant: ask the server.
-            Waited::Cancelled(Err(e)) if is_cancel(&e) => give_back_if_held(state, key, mode).await,
-            Waited::Cancelled(Err(e)) => Err(state.failure(&e)),
+            Waited::Cancelled(Err(e)) if is_cancel(&e) => unlock_if_granted(state, key, mode).await,
+            Waited::Cancelled(Err(e)) => Err(state.classify_failure(&e)),
             Waited::CancelFailed => {
                 // The wait goes on server-side: only ending the backend
                 // stops it (which also drops the job's other locks).
@@ -269,33 +277,33 @@ enum Waited {
 }
 
 /// Whether this session holds `key` in `mode` on the server.
-async fn holds(state: &mut JobState, key: i64, mode: LockMode) -> Result<bool, LockError> {
-    let session = state.current()?;
+async fn holds(state: &mut JobLocks, key: i64, mode: LockMode) -> Result<bool, LockError> {
+    let session = state.pinned()?;
     let answer = session.query_one(&session.stmts.holds, &[&key, &mode.pg_name()]).await;
     match answer.and_then(|row| row.try_get::<_, bool>(0)) {
         Ok(held) => Ok(held),
         Err(e) => {
             // Cannot tell whether it is held: the session must go.
-            let err = state.failure(&e);
+            let err = state.classify_failure(&e);
             Err(state.retire_because(err))
         }
     }
 }
 
 /// After a cancelled or timed-out wait: the lock may have been granted anyway.
-async fn give_back_if_held(state: &mut JobState, key: i64, mode: LockMode) -> Result<u64, LockError> {
-    if holds(state, key, mode).await? { give_back(state, key, mode).await } else { Err(LockError::Timeout) }
+async fn unlock_if_granted(state: &mut JobLocks, key: i64, mode: LockMode) -> Result<u64, LockError> {
+    if holds(state, key, mode).await? { unlock_late_grant(state, key, mode).await } else { Err(LockError::Timeout) }
 }
 
 /// Unlocks a grant that arrived after its requester timed out, and reports
 /// the timeout.
-async fn give_back(state: &mut JobState, key: i64, mode: LockMode) -> Result<u64, LockError> {
-    let session = state.current()?;
+async fn unlock_late_grant(state: &mut JobLocks, key: i64, mode: LockMode) -> Result<u64, LockError> {
+    let session = state.pinned()?;
     match unlock(session, key, mode).await {
         Ok(_) => Err(LockError::Timeout),
         Err(e) => {
             // Cannot prove it is not held: close the session.
-            match state.failure(&e) {
+            match state.classify_failure(&e) {
                 LockError::Lost => Err(LockError::Lost),
                 _ => Err(state.retire_because(LockError::Timeout)),
             }

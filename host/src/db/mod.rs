@@ -11,6 +11,7 @@ mod error;
 mod job_session;
 mod keys;
 mod kv;
+mod liveness;
 mod locks;
 mod migrate;
 mod observe;

@@ -20,7 +20,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{CancelToken, Client, NoTls, Row, Statement};
 
 use super::error::{code_of, sqlstate};
-use super::{DbConfig, DbError, LockMode, sql};
+use super::{DbConfig, DbError, LockMode, liveness, sql};
 
 /// Declares [`Statements`]: one field per statement, each prepared from its
 /// SQL in `sql.rs`. Adding a statement is one line here.
@@ -122,10 +122,13 @@ impl Session {
         })
         .abort_handle();
         // Sent together: one round trip's worth of waiting.
-        let (stmts, pid_row) = tokio::try_join!(Statements::prepare(&client), async {
-            client.query_one(sql::SESSION_SETUP, &[]).await.map_err(DbError::query("setting up the session"))
+        let (names, values): (Vec<&str>, Vec<&str>) = liveness::SERVER_SETTINGS.iter().copied().unzip();
+        let (stmts, setup) = tokio::try_join!(Statements::prepare(&client), async {
+            client.query_one(sql::SESSION_SETUP, &[&names, &values]).await.map_err(DbError::query("setting up the session"))
         })?;
-        let pid: i32 = pid_row.try_get(0).map_err(DbError::query("reading the backend pid"))?;
+        let pid: i32 = setup.try_get(0).map_err(DbError::query("reading the backend pid"))?;
+        let missing: Vec<String> = setup.try_get(1).map_err(DbError::query("reading the session settings"))?;
+        liveness::warn_missing(&missing);
         let cancel = client.cancel_token();
         Ok(Session {
             client,
@@ -190,7 +193,7 @@ impl Session {
         F: Future<Output = Result<T, tokio_postgres::Error>>,
     {
         match self.tracked(call()).await {
-            Err(e) if self.absorbs(&e) => self.tracked(call()).await,
+            Err(e) if self.absorb_stale_cancel(&e) => self.tracked(call()).await,
             result => result,
         }
     }
@@ -205,8 +208,9 @@ impl Session {
         self.tracked(self.client.query_one(statement, params)).await
     }
 
-    /// Whether `err` is a cancel pinlock sent earlier (and counts it seen).
-    pub(crate) fn absorbs(&self, err: &tokio_postgres::Error) -> bool {
+    /// Whether `err` is a cancel pinlock sent earlier; if so, counts it as
+    /// arrived (one fewer that may still come).
+    pub(crate) fn absorb_stale_cancel(&self, err: &tokio_postgres::Error) -> bool {
         code_of(err) == Some(sqlstate::QUERY_CANCELED)
             && self.stale_cancels.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
     }
@@ -264,9 +268,15 @@ mod tests {
     use super::*;
 
     fn config() -> DbConfig {
-        let url = std::env::var("PINLOCK_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
-        DbConfig::parse(&url).expect("test database url")
+        DbConfig::parse(&crate::testing::database_url()).expect("test database url")
+    }
+
+    /// A session on a migrated test database (a session prepares statements
+    /// on pinlock's tables, so the schema must exist first).
+    async fn open_session() -> Session {
+        let config = config();
+        config.with_client(async |client| super::super::migrate::migrate(client).await).await.expect("connect").expect("migrate");
+        Session::open(&config).await.expect("session")
     }
 
     /// Runs a 300 ms statement on `session` while another connection cancels
@@ -287,7 +297,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_stale_cancel_is_absorbed_by_one_retry() {
-        let session = Session::open(&config()).await.expect("session");
+        let session = open_session().await;
         // A cancel pinlock sent earlier, which the server has not applied yet.
         session.stale_cancels.store(1, Ordering::Release);
         assert!(sleep_hit_by_a_cancel(&session).await.is_ok(), "absorbed and retried");
@@ -296,7 +306,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn without_a_pending_cancel_a_57014_is_an_error() {
-        let session = Session::open(&config()).await.expect("session");
+        let session = open_session().await;
         let err = sleep_hit_by_a_cancel(&session).await.expect_err("cancelled");
         assert_eq!(code_of(&err), Some(sqlstate::QUERY_CANCELED));
     }

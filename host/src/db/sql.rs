@@ -21,6 +21,13 @@ pub const MIGRATIONS: &[&str] = &[
          updated_at timestamptz NOT NULL DEFAULT now(),
          PRIMARY KEY (bucket, key)
      );",
+    // 2: new entity keys start at 2^48, clear of the small integers other
+    // applications pass to pg_advisory_lock. Keys already handed out stay
+    // (hosts cache them and may hold locks on them).
+    "ALTER TABLE pinlock.entity_keys ALTER COLUMN key SET START WITH 281474976710656;
+     SELECT setval(pg_get_serial_sequence('pinlock.entity_keys', 'key'),
+                   greatest(281474976710656, (SELECT coalesce(max(key) + 1, 0) FROM pinlock.entity_keys)),
+                   false);",
 ];
 
 pub const CREATE_SCHEMA: &str = "CREATE SCHEMA IF NOT EXISTS pinlock;
@@ -53,12 +60,14 @@ pub const NEXT_FENCE: &str = "SELECT nextval('pinlock.fence')";
 pub const UNLOCK_EXCLUSIVE: &str = "SELECT pg_advisory_unlock($1)";
 pub const UNLOCK_SHARED: &str = "SELECT pg_advisory_unlock_shared($1)";
 pub const UNLOCK_ALL: &str = "SELECT pg_advisory_unlock_all()";
-/// Run once per session: its backend pid, and a periodic check of the
-/// client socket while a statement runs, so that a backend waiting for a
-/// lock for a client that is gone gives up within seconds instead of taking
-/// the lock for nobody.
-pub const SESSION_SETUP: &str =
-    "SELECT pg_backend_pid(), set_config('client_connection_check_interval', '2000', false)";
+/// Run once per session: its backend pid, and the settings it pins
+/// (`$1` names, `$2` values; see `liveness.rs`), set only where the server
+/// has them. Returns the names it lacks.
+pub const SESSION_SETUP: &str = "SELECT pg_backend_pid(),
+            coalesce(array_agg(s.name) FILTER (WHERE p.name IS NULL), '{}')::text[],
+            count(CASE WHEN p.name IS NOT NULL THEN set_config(s.name, s.value, false) END)
+       FROM unnest($1::text[], $2::text[]) AS s(name, value)
+       LEFT JOIN pg_settings p ON p.name = s.name";
 /// Ends a backend that is stuck (a wait that could not be cancelled) and
 /// waits up to 5 s for it to exit, which frees its locks.
 pub const TERMINATE: &str = "SELECT pg_terminate_backend($1, 5000)";

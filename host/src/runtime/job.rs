@@ -36,10 +36,11 @@ pub enum JobError {
 }
 
 impl JobError {
-    /// A short name for grouping failures in summaries.
+    /// A short name for grouping failures in summaries (a guest's message
+    /// is cut to its first 100 characters).
     pub fn kind(&self) -> String {
         match self {
-            JobError::Failed(m) => format!("failed: {m}"),
+            JobError::Failed(m) => format!("failed: {}", &m[..m.floor_char_boundary(100)]),
             JobError::Trap(_) => "trap".into(),
             JobError::TimeLimit(_) => "time limit".into(),
             JobError::MemoryLimit(_) => "memory limit".into(),
@@ -76,7 +77,9 @@ enum Ended {
 impl Runtime {
     /// Runs one job of `worker` with `input`. Always releases the job's
     /// locks before returning, whether the guest returned, failed, trapped,
-    /// ran out of time or memory, or `cancel` fired.
+    /// ran out of time or memory, or `cancel` fired. Safe to drop at any
+    /// await point: the job's [`JobSession`] then cleans up on a task of
+    /// its own.
     pub async fn run_job(
         &self,
         worker: &Worker,
@@ -87,6 +90,8 @@ impl Runtime {
         let started = Instant::now();
         let job_id = db.job_id();
         let limit = self.settings.time_limit;
+        // No lock or session wait of the job outlives its time limit.
+        db.set_deadline(tokio::time::Instant::now() + limit);
         let mut store = Store::new(&self.engine, JobState::new(db.clone(), self.settings.memory_limit));
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_async_yield_and_update(1);

@@ -5,6 +5,7 @@
 mod engine;
 mod imports;
 mod job;
+mod stderr;
 mod worker;
 
 pub use engine::{Runtime, RuntimeError, RuntimeSettings};

@@ -14,10 +14,9 @@ use uuid::Uuid;
 use pinlock::db::{Database, DbConfig, DbSettings};
 use pinlock::runtime::{JobOutcome, Runtime, RuntimeSettings, Worker};
 
-/// The database tests use (`PINLOCK_TEST_DATABASE_URL`, default the local `test`).
+/// The database tests use (see `pinlock::testing`).
 pub fn database_url() -> String {
-    std::env::var("PINLOCK_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into())
+    pinlock::testing::database_url()
 }
 
 /// Wall-clock limit of test jobs.

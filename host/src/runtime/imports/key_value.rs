@@ -17,6 +17,8 @@ fn to_wit(err: KvError) -> Error {
     match err {
         KvError::NoSuchStore(_) => Error::NoSuchStore,
         KvError::InvalidInput(m) => Error::InvalidInput(m),
+        KvError::Lost => Error::Lost,
+        KvError::Unavailable(m) => Error::Unavailable(m),
         KvError::Other(m) => Error::Other(m),
     }
 }

@@ -12,9 +12,9 @@ mod logging;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::stderr::StderrTail;
 use crate::db::JobSession;
 
 /// Generated from `wit/`; the WIT types stop at this module.
@@ -33,8 +33,6 @@ pub(crate) mod bindings {
 
 /// Most resources (guards, buckets, WASI handles) one job may have open.
 const MAX_RESOURCES: usize = 4096;
-/// How much of a job's stderr is kept for its error report.
-const STDERR_CAPTURE: usize = 16 << 10;
 
 /// Everything a job's `Store` holds.
 pub(crate) struct JobState {
@@ -42,12 +40,12 @@ pub(crate) struct JobState {
     pub(crate) table: ResourceTable,
     pub(crate) wasi: WasiCtx,
     pub(crate) limits: JobLimiter,
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stderr: StderrTail,
 }
 
 impl JobState {
     pub(crate) fn new(db: Arc<JobSession>, memory_limit: usize) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        let stderr = StderrTail::new(db.job_id());
         // No files, no network, no environment: only clocks, randomness and stderr.
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         let mut table = ResourceTable::new();

@@ -71,6 +71,25 @@ enum Step {
         message: String,
     },
     Echo,
+    /// Read-modify-write of a ledger (a JSON array of tokens under one key):
+    /// under an exclusive lock on the ledger's entity (unless `unlocked`),
+    /// read it, pause, write it back with this job's random token appended.
+    /// The ledger is one of `ledgers`, picked by the token.
+    Append {
+        prefix: String,
+        #[serde(default = "one")]
+        ledgers: u64,
+        bucket: String,
+        #[serde(default)]
+        pause_ms: u64,
+        #[serde(default)]
+        unlocked: bool,
+        timeout_ms: Option<u64>,
+    },
+}
+
+fn one() -> u64 {
+    1
 }
 
 #[derive(Clone, Copy, Default, Deserialize)]
@@ -151,7 +170,7 @@ impl Runner {
                     }
                     thread::sleep(Duration::from_millis(10));
                 };
-                json!({ "held": held })
+                json!({ "held": held, "at_unix_ms": unix_ms() })
             }
             Step::Sleep { ms } => {
                 thread::sleep(Duration::from_millis(ms));
@@ -183,6 +202,9 @@ impl Runner {
                 json!({ "logged": true })
             }
             Step::Echo => json!({ "echo": true }),
+            Step::Append { prefix, ledgers, bucket, pause_ms, unlocked, timeout_ms } => {
+                append(&prefix, ledgers, &bucket, pause_ms, unlocked, timeout_ms)
+            }
         })
     }
 
@@ -201,6 +223,59 @@ impl Runner {
     }
 }
 
+/// Milliseconds since the Unix epoch (the host's wall clock).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// See [`Step::Append`]. `{"appended":{"ledger":..,"token":..,"position":..,
+/// "release":..}}` once the write returned (so it committed), else
+/// `{"err":..,"at":"lock"|"get"|"set"}`.
+fn append(prefix: &str, ledgers: u64, bucket: &str, pause_ms: u64, unlocked: bool, timeout_ms: Option<u64>) -> Value {
+    use std::hash::BuildHasher;
+    let token = format!("{:016x}", std::collections::hash_map::RandomState::new().hash_one(unix_ms()));
+    let ledger = format!("{prefix}-{}", u64::from_str_radix(&token[..8], 16).unwrap_or(0) % ledgers.max(1));
+    let guard = if unlocked {
+        None
+    } else {
+        let request = lock(pinlock_guest::Entity::named(&ledger));
+        let request = match timeout_ms {
+            Some(ms) => request.timeout(Duration::from_millis(ms)),
+            None => request,
+        };
+        match request.acquire() {
+            Ok(guard) => Some(guard),
+            Err(e) => return json!({ "err": lock_err(&e)["err"], "at": "lock" }),
+        }
+    };
+    let store = match kv::Bucket::open(bucket) {
+        Ok(store) => store,
+        Err(e) => return json!({ "err": kv_err(&e)["err"], "at": "open" }),
+    };
+    let mut tokens: Vec<String> = match store.get(&ledger) {
+        Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+            Ok(tokens) => tokens,
+            Err(e) => return json!({ "err": format!("corrupt ledger: {e}"), "at": "get" }),
+        },
+        Ok(None) => Vec::new(),
+        Err(e) => return json!({ "err": kv_err(&e)["err"], "at": "get" }),
+    };
+    if pause_ms > 0 {
+        thread::sleep(Duration::from_millis(pause_ms));
+    }
+    tokens.push(token.clone());
+    let bytes = serde_json::to_vec(&tokens).unwrap_or_default();
+    if let Err(e) = store.set(&ledger, &bytes) {
+        return json!({ "err": kv_err(&e)["err"], "at": "set" });
+    }
+    let release = match guard.map(Guard::release) {
+        None => "unlocked".to_owned(),
+        Some(Ok(())) => "ok".to_owned(),
+        Some(Err(e)) => lock_err(&e)["err"].as_str().unwrap_or("?").to_owned(),
+    };
+    json!({ "appended": { "ledger": ledger, "token": token, "position": tokens.len(), "release": release } })
+}
+
 fn lock_err(error: &LockError) -> Value {
     let code = match error {
         LockError::Timeout => "timeout",
@@ -217,6 +292,8 @@ fn kv_err(error: &kv::KvError) -> Value {
     let code = match error {
         kv::KvError::NoSuchStore => "no-such-store",
         kv::KvError::InvalidInput(_) => "invalid-input",
+        kv::KvError::Lost => "lost",
+        kv::KvError::Unavailable(_) => "unavailable",
         kv::KvError::Other(_) => "other",
         kv::KvError::NotUtf8(_) => "not-utf8",
     };
