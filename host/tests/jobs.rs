@@ -115,7 +115,7 @@ async fn shared_holders_coexist_and_exclusive_waits_for_them() {
     // Once the writer holds it, a shared request waits (and here times out).
     wait_for_locks(&observer, key, |rows| rows.iter().any(|r| r.granted && r.mode == "ExclusiveLock")).await;
     let late = run_script(&db, json!([{"op": "acquire", "entity": entity, "mode": "shared", "timeout_ms": 100}])).await;
-    assert_eq!(results(&late)[0], json!({"err": "timeout"}));
+    assert_eq!(results(&late)[0]["err"], "timeout");
     let writer = writer.await.expect("writer");
     assert!(results(&writer)[0]["ok"].is_object());
 }
@@ -136,7 +136,7 @@ async fn try_acquire_and_timeout_from_a_guest() {
     let results = results(&outcome);
     assert_eq!(results[0], json!({"none": true}), "exclusive is taken by the shared holder");
     assert!(results[1]["ok"].is_object(), "shared is compatible: {}", results[1]);
-    assert_eq!(results[2], json!({"err": "timeout"}));
+    assert_eq!(results[2]["err"], "timeout");
     let rows = locks_on(&observer, key).await;
     assert_eq!(rows.len(), 1, "only the observer holds it after the job: {rows:?}");
 }
@@ -164,8 +164,12 @@ async fn fencing_tokens_increase_across_successive_jobs() {
     assert!(fences.windows(2).all(|w| w[0] < w[1]), "each later holder has a larger token: {fences:?}");
 }
 
+/// Two jobs lock a and b in opposite orders: one is told `deadlock`, and it
+/// keeps the lock it already held (so the other is granted only when the
+/// loser's job ends, 600 ms later; had the loser lost its first lock, the
+/// winner would be granted at once).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_deadlock_is_reported_to_one_guest() {
+async fn a_deadlock_is_reported_to_one_guest_which_keeps_what_it_held() {
     let db = database().await;
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let crossed = |first: Uuid, second: Uuid| {
@@ -174,15 +178,24 @@ async fn a_deadlock_is_reported_to_one_guest() {
             json!([
                 {"op": "acquire", "entity": first},
                 {"op": "sleep", "ms": 200},
-                {"op": "acquire", "entity": second, "timeout_ms": 2500},
+                {"op": "acquire", "entity": second, "timeout_ms": 5000},
+                {"op": "is_held", "slot": 0},
+                {"op": "sleep", "ms": 600},
             ]),
         )
     };
     let (one, two) = (crossed(a, b), crossed(b, a));
-    let outcomes = [one.await.expect("one"), two.await.expect("two")];
-    let seconds: Vec<Value> = outcomes.iter().map(|o| results(o)[2].clone()).collect();
-    assert!(seconds.contains(&json!({"err": "deadlock"})), "{seconds:?}");
-    assert!(seconds.iter().any(|r| r["ok"].is_object()), "the other one proceeds: {seconds:?}");
+    let outcomes = [results(&one.await.expect("one")), results(&two.await.expect("two"))];
+    let loser = outcomes.iter().find(|r| r[2]["err"] == "deadlock").expect("one job is told deadlock");
+    let winner = outcomes.iter().find(|r| r[2]["ok"].is_object()).expect("the other one proceeds");
+    assert_eq!(loser[3]["held"], true, "the loser still holds its first lock");
+    let (loser_waited, winner_waited) = (loser[2]["waited_ms"].as_u64(), winner[2]["waited_ms"].as_u64());
+    let (loser_waited, winner_waited) = (loser_waited.expect("ms"), winner_waited.expect("ms"));
+    assert!(
+        winner_waited >= loser_waited + 500,
+        "the winner waited {winner_waited} ms, the loser was told after {loser_waited} ms: \
+         the loser's first lock was not kept until its end"
+    );
 }
 
 /// The session under a held lock is terminated: the guest's guard turns to
@@ -236,7 +249,7 @@ async fn bad_input_is_a_clear_error_and_the_host_keeps_serving() {
     )
     .await;
     let steps = results(&outcome);
-    assert_eq!(steps[0], json!({"err": "invalid-input"}));
+    assert_eq!(steps[0]["err"], "invalid-input");
     assert!(steps[1]["ok"].is_object(), "the job goes on after a refused entity");
     assert_eq!(steps[2], json!({"err": "no-such-store"}));
 
@@ -244,7 +257,7 @@ async fn bad_input_is_a_clear_error_and_the_host_keeps_serving() {
     let down =
         Database::new(DbConfig::parse("host=127.0.0.1 port=1 user=postgres").expect("config"), DbSettings::default());
     let outcome = run_script(&down, json!([{"op": "acquire", "entity": Uuid::new_v4()}])).await;
-    assert_eq!(results(&outcome)[0], json!({"err": "unavailable"}));
+    assert_eq!(results(&outcome)[0]["err"], "unavailable");
     // …and the same runtime keeps serving jobs on a healthy database.
     let outcome = run_script(&db, json!([{"op": "acquire", "entity": Uuid::new_v4()}])).await;
     assert!(results(&outcome)[0]["ok"].is_object());
@@ -272,4 +285,144 @@ async fn dropping_a_guard_releases_its_lock_before_the_job_ends() {
     let results = results(&job.await.expect("job"));
     assert_eq!(results[1], json!({"held": true}));
     assert_eq!(results[3], json!({"dropped": true}));
+}
+
+/// Fail closed, as a guest sees it: after the session under its lock is
+/// terminated, the job's key-value write and its next lock answer `lost`
+/// and reach no database; once the lost guard is released, the job may
+/// write again. The twin without the kill writes on its one session.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_loss_a_guest_cannot_write_until_it_releases_the_lost_guard() {
+    for kill in [true, false] {
+        let Setup { db, observer, entity, key } = setup().await;
+        let value_key = Uuid::new_v4().to_string();
+        let job = spawn_script(
+            &db,
+            json!([
+                {"op": "acquire", "entity": entity},
+                {"op": "wait_until_lost", "slot": 0, "max_ms": 1000},
+                {"op": "kv_set", "bucket": "fenced", "key": value_key, "value": "late"},
+                {"op": "acquire", "entity": Uuid::new_v4()},
+                {"op": "try", "entity": Uuid::new_v4()},
+                {"op": "release", "slot": 0},
+                {"op": "kv_set", "bucket": "fenced", "key": value_key, "value": "after"},
+            ]),
+        );
+        let rows = wait_for_locks(&observer, key, |rows| !rows.is_empty()).await;
+        if kill {
+            observer.execute("SELECT pg_terminate_backend($1)", &[&rows[0].pid]).await.expect("terminate");
+        }
+        let results = results(&job.await.expect("job"));
+        if kill {
+            assert_eq!(results[1]["held"], false);
+            assert_eq!(results[2], json!({"err": "lost"}), "the write after the loss is fenced");
+            assert_eq!(results[3]["err"], "lost", "so is the next acquire");
+            assert_eq!(results[4]["err"], "lost", "and a try");
+            assert_eq!(results[5], json!({"err": "lost"}), "the release acknowledges the loss");
+            assert_eq!(results[6], json!({"value": "after"}), "then the job may write again");
+        } else {
+            assert_eq!(results[1]["held"], true);
+            assert_eq!(results[2], json!({"value": "late"}));
+            assert_eq!(results[5], json!({"released": true}));
+        }
+        let stored: Vec<u8> = observer
+            .query_one("SELECT value FROM pinlock.kv WHERE bucket = 'fenced' AND key = $1", &[&value_key])
+            .await
+            .expect("stored")
+            .get(0);
+        assert_eq!(stored, b"after");
+    }
+}
+
+/// A guest that writes far more than the kept tail to stderr is not
+/// trapped for it (a full pipe would make its `eprintln!` panic).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chatty_guest_is_not_stopped_by_its_own_stderr() {
+    let db = database().await;
+    let outcome = run_script(&db, json!([{"op": "stderr", "lines": 20_000}, {"op": "echo"}])).await;
+    assert_eq!(results(&outcome)[1], json!({"echo": true}), "{:?}", outcome.result);
+}
+
+/// Dropping the future of a running job at any await point (waiting for a
+/// lock, for a session, in a key-value call) still releases every lock it
+/// held: none of its advisory locks remain in `pg_locks` shortly after, the
+/// abandoned wait is never granted later, and the next job on the same
+/// host (one session) runs normally. `dropping_a_waiting_future_is_not_enough`
+/// in lock_engine.rs is the twin: a plain dropped wait keeps the lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_dropped_at_any_await_point_leaves_no_lock_behind() {
+    for point in ["lock", "session", "kv"] {
+        let db = database_with(DbSettings { max_sessions: 1, ..DbSettings::default() }).await;
+        let observer = observer().await;
+        let (mine, contended) = (Uuid::new_v4(), Uuid::new_v4());
+        let (mine_key, contended_key) = (key_of(&observer, mine).await, key_of(&observer, contended).await);
+        let row_key = Uuid::new_v4().to_string();
+        // What the dropped job waits for, held from outside pinlock.
+        let (blocker, blocker_job) = match point {
+            "lock" => {
+                observer.execute("SELECT pg_advisory_lock($1)", &[&contended_key]).await.expect("hold");
+                (None, None)
+            }
+            "session" => {
+                let holder = db.job_session();
+                holder.acquire(Uuid::new_v4(), pinlock::db::LockMode::Exclusive, None).await.expect("take the session");
+                (None, Some(holder))
+            }
+            _ => {
+                // An open transaction holding the row the job will write.
+                let (client, connection) =
+                    tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await.expect("connect");
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!(
+                        "INSERT INTO pinlock.kv (bucket, key, value) VALUES ('drop', '{row_key}', '')
+                         ON CONFLICT DO NOTHING; BEGIN; UPDATE pinlock.kv SET value = 'x'
+                         WHERE bucket = 'drop' AND key = '{row_key}'"
+                    ))
+                    .await
+                    .expect("hold the row");
+                (Some(client), None)
+            }
+        };
+        let steps = match point {
+            "lock" => json!([
+                {"op": "acquire", "entity": mine},
+                {"op": "acquire", "entity": contended, "timeout_ms": 600_000},
+            ]),
+            "session" => json!([{"op": "acquire", "entity": mine, "timeout_ms": 600_000}]),
+            _ => json!([
+                {"op": "acquire", "entity": mine},
+                {"op": "kv_set", "bucket": "drop", "key": row_key, "value": "v"},
+            ]),
+        };
+        let abandoned_before = db.jobs_abandoned();
+        let input = serde_json::to_vec(&json!({ "steps": steps })).expect("json");
+        let cancel = CancellationToken::new();
+        let job = runtime().run_job(scripted(), db.job_session(), &input, &cancel);
+        let dropped = tokio::time::timeout(Duration::from_millis(400), job).await;
+        assert!(dropped.is_err(), "{point}: the job was still waiting when its future was dropped");
+        if let Some(holder) = blocker_job {
+            holder.release_all().await;
+        }
+        if point == "session" {
+            assert_eq!(db.jobs_abandoned(), abandoned_before, "session: it never got a session to clean up");
+        } else {
+            assert_eq!(db.jobs_abandoned(), abandoned_before + 1, "{point}: the drop clean-up ran");
+        }
+        let rows = wait_for_locks(&observer, mine_key, |rows| rows.is_empty()).await;
+        assert!(rows.is_empty(), "{point}: the dropped job still holds its lock: {rows:?}");
+        if point == "lock" {
+            let rows = wait_for_locks(&observer, contended_key, |rows| rows.len() == 1).await;
+            assert_eq!(rows.len(), 1, "lock: the abandoned wait is gone: {rows:?}");
+            observer.execute("SELECT pg_advisory_unlock($1)", &[&contended_key]).await.expect("unlock");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(locks_on(&observer, contended_key).await, vec![], "lock: the abandoned wait was granted");
+        }
+        if let Some(client) = blocker {
+            client.batch_execute("ROLLBACK").await.expect("release the row");
+        }
+        // The next job on this one-session host is unaffected.
+        let next = run_script(&db, json!([{"op": "acquire", "entity": mine, "timeout_ms": 5000}])).await;
+        assert!(results(&next)[0]["ok"].is_object(), "{point}: the next job: {:?}", results(&next));
+    }
 }

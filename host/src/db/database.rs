@@ -36,6 +36,8 @@ pub struct Database {
     pub(crate) settings: DbSettings,
     /// Jobs dropped before their clean-up was awaited (it ran on its own task).
     abandoned: AtomicU64,
+    /// Waits that timed out but were granted anyway (the race), undone.
+    late_grants: AtomicU64,
 }
 
 impl Database {
@@ -47,6 +49,7 @@ impl Database {
             keys: KeyCache::default(),
             settings,
             abandoned: AtomicU64::new(0),
+            late_grants: AtomicU64::new(0),
         })
     }
 
@@ -81,6 +84,16 @@ impl Database {
     /// of its own.
     pub fn jobs_abandoned(&self) -> u64 {
         self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Lock waits that timed out but whose grant won the race with the
+    /// cancel: each was unlocked before `Timeout` was reported.
+    pub fn late_grants_undone(&self) -> u64 {
+        self.late_grants.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_late_grant(&self) {
+        self.late_grants.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn note_abandoned(&self) {

@@ -237,7 +237,7 @@ async fn wait_for_grant(
                 Ok(fence) => Ok(fence as u64),
                 // `lock_timeout` set on the role or database (55P03), or a
                 // cancel from elsewhere: granted or not, the server knows.
-                Err(e) if is_cancel(&e) => unlock_if_granted(state, key, mode).await,
+                Err(e) if is_cancel(&e) => unlock_if_granted(state, db, key, mode).await,
                 Err(e) => Err(state.classify_failure(&e)),
             },
             Waited::HitByStaleCancel => {
@@ -248,9 +248,9 @@ async fn wait_for_grant(
                 }
             }
             // Granted before the cancel arrived: give it back.
-            Waited::Cancelled(Ok(_)) => unlock_late_grant(state, key, mode).await,
+            Waited::Cancelled(Ok(_)) => unlock_late_grant(state, db, key, mode).await,
             // Cancelled, but maybe after the grant: ask the server.
-            Waited::Cancelled(Err(e)) if is_cancel(&e) => unlock_if_granted(state, key, mode).await,
+            Waited::Cancelled(Err(e)) if is_cancel(&e) => unlock_if_granted(state, db, key, mode).await,
             Waited::Cancelled(Err(e)) => Err(state.classify_failure(&e)),
             Waited::CancelFailed => {
                 // The wait goes on server-side: only ending the backend
@@ -291,13 +291,14 @@ async fn holds(state: &mut JobLocks, key: i64, mode: LockMode) -> Result<bool, L
 }
 
 /// After a cancelled or timed-out wait: the lock may have been granted anyway.
-async fn unlock_if_granted(state: &mut JobLocks, key: i64, mode: LockMode) -> Result<u64, LockError> {
-    if holds(state, key, mode).await? { unlock_late_grant(state, key, mode).await } else { Err(LockError::Timeout) }
+async fn unlock_if_granted(state: &mut JobLocks, db: &Database, key: i64, mode: LockMode) -> Result<u64, LockError> {
+    if holds(state, key, mode).await? { unlock_late_grant(state, db, key, mode).await } else { Err(LockError::Timeout) }
 }
 
 /// Unlocks a grant that arrived after its requester timed out, and reports
 /// the timeout.
-async fn unlock_late_grant(state: &mut JobLocks, key: i64, mode: LockMode) -> Result<u64, LockError> {
+async fn unlock_late_grant(state: &mut JobLocks, db: &Database, key: i64, mode: LockMode) -> Result<u64, LockError> {
+    db.note_late_grant();
     let session = state.pinned()?;
     match unlock(session, key, mode).await {
         Ok(_) => Err(LockError::Timeout),

@@ -70,6 +70,10 @@ enum Step {
     Log {
         message: String,
     },
+    /// Writes `lines` lines to stderr.
+    Stderr {
+        lines: u64,
+    },
     Echo,
     /// Read-modify-write of a ledger (a JSON array of tokens under one key):
     /// under an exclusive lock on the ledger's entity (unless `unlocked`),
@@ -141,10 +145,13 @@ impl Runner {
                     Some(ms) => request.timeout(Duration::from_millis(ms)),
                     None => request,
                 };
-                match request.acquire() {
+                let started = Instant::now();
+                let mut result = match request.acquire() {
                     Ok(guard) => self.granted(guard),
                     Err(e) => lock_err(&e),
-                }
+                };
+                result["waited_ms"] = json!(started.elapsed().as_millis() as u64);
+                result
             }
             Step::Try { entity, mode } => match lock(entity).mode(mode.into()).try_acquire() {
                 Ok(Some(guard)) => self.granted(guard),
@@ -202,6 +209,12 @@ impl Runner {
                 json!({ "logged": true })
             }
             Step::Echo => json!({ "echo": true }),
+            Step::Stderr { lines } => {
+                for i in 0..lines {
+                    eprintln!("chatty guest line {i} of {lines}");
+                }
+                json!({ "wrote": lines })
+            }
             Step::Append { prefix, ledgers, bucket, pause_ms, unlocked, timeout_ms } => {
                 append(&prefix, ledgers, &bucket, pause_ms, unlocked, timeout_ms)
             }
