@@ -19,6 +19,7 @@ fn main() {
     for watched in ["wit", "guest-sdk", "examples", "host/tests/guests", "Cargo.toml", ".cargo/config.toml"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
+    ensure_wasm_target();
     let target_dir = root.join("target").join("guests");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
@@ -44,6 +45,29 @@ fn main() {
         check_exists(&out.join(file));
     }
     println!("cargo:rustc-env=PINLOCK_GUESTS_DIR={}", out.display());
+}
+
+/// Adds the `wasm32-wasip2` target to the toolchain building us when it is
+/// missing (rust-toolchain.toml lists it, but rustup installs listed targets
+/// only when it installs the toolchain itself).
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output().ok().filter(|o| o.status.success());
+    let Some(sysroot) = sysroot.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()) else {
+        return;
+    };
+    if Path::new(&sysroot).join("lib/rustlib/wasm32-wasip2").is_dir() {
+        return;
+    }
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", "wasm32-wasip2"]);
+    if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
+        rustup.args(["--toolchain", &toolchain]);
+    }
+    match rustup.status() {
+        Ok(status) if status.success() => {}
+        _ => println!("cargo:warning=could not add the wasm32-wasip2 target; run `rustup target add wasm32-wasip2`"),
+    }
 }
 
 fn check_exists(path: &Path) {
