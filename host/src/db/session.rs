@@ -116,7 +116,7 @@ impl Session {
             // Ends when the server closes the socket (backend terminated,
             // network gone) or when the client is dropped.
             if let Err(err) = connection.await {
-                tracing::debug!(%err, "session connection ended");
+                tracing::debug!(error = %super::error::describe(&err), "session connection ended");
             }
             lost_flag.store(true, Ordering::Release);
         })

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::imports::{JobState, bindings};
+use super::imports::{JobState, Pinlock, bindings};
 
 /// How often the epoch advances; a running guest yields to other tasks at
 /// least this often, which is what lets a wall-clock limit stop a spinning one.
@@ -84,7 +84,7 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(fail)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(fail)?;
-        bindings::Worker::add_to_linker::<JobState, HasSelf<JobState>>(&mut linker, |state| state).map_err(fail)?;
+        bindings::Worker::add_to_linker::<JobState, Pinlock>(&mut linker, JobState::pinlock).map_err(fail)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(&engine, ticker_stop.clone()).map_err(|e| RuntimeError(e.to_string()))?;
         Ok(Self { engine, linker, settings, ticker_stop })

@@ -9,7 +9,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 use wasmtime::component::Resource;
 
-use super::JobState;
+use super::PinlockView;
 use super::bindings::pinlock::host::distributed_lock::{Entity, Host, HostLockGuard, LockError, LockMode};
 use crate::db;
 
@@ -41,66 +41,71 @@ fn mode_to_wit(mode: db::LockMode) -> LockMode {
     }
 }
 
+/// What a lock import fails with: a `lock-error` for the guest, or (for a
+/// host bug only) a trap.
+pub type LockFailure = wasmtime_wasi::TrappableError<LockError>;
+
 /// Every lock failure is reported to the guest as a value; none traps.
-fn to_wit(err: db::LockError) -> LockError {
-    match err {
-        db::LockError::Timeout => LockError::Timeout,
-        db::LockError::Deadlock => LockError::Deadlock,
-        db::LockError::Lost => LockError::Lost,
-        db::LockError::InvalidInput(m) => LockError::InvalidInput(m),
-        db::LockError::LimitExceeded(m) => LockError::LimitExceeded(m),
-        db::LockError::Unavailable(m) => LockError::Unavailable(m),
+impl From<db::LockError> for LockFailure {
+    fn from(err: db::LockError) -> Self {
+        LockFailure::from(match err {
+            db::LockError::Timeout => LockError::Timeout,
+            db::LockError::Deadlock => LockError::Deadlock,
+            db::LockError::Lost => LockError::Lost,
+            db::LockError::InvalidInput(m) => LockError::InvalidInput(m),
+            db::LockError::LimitExceeded(m) => LockError::LimitExceeded(m),
+            db::LockError::Unavailable(m) => LockError::Unavailable(m),
+        })
     }
 }
 
-impl JobState {
+impl PinlockView<'_> {
     /// Hands a grant to the guest as a guard. A full resource table is the
     /// guest's doing (too many open handles): give the lock back and say so.
-    async fn guard(&mut self, grant: db::Grant) -> Result<Resource<GuardHandle>, LockError> {
+    async fn guard(&mut self, grant: db::Grant) -> Result<Resource<GuardHandle>, LockFailure> {
         match self.table.push(GuardHandle { grant }) {
             Ok(guard) => Ok(guard),
             Err(_) => {
                 let _ = self.db.release(grant.id).await;
-                Err(LockError::LimitExceeded("too many open handles in this job".into()))
+                Err(LockError::LimitExceeded("too many open handles in this job".into()).into())
             }
         }
     }
 }
 
-impl Host for JobState {
+impl Host for PinlockView<'_> {
     async fn acquire(
         &mut self,
         entity: Entity,
         mode: LockMode,
         timeout_ms: Option<u64>,
-    ) -> wasmtime::Result<Result<Resource<GuardHandle>, LockError>> {
+    ) -> Result<Resource<GuardHandle>, LockFailure> {
         let entity = entity_to_uuid(entity);
         let span = tracing::debug_span!("acquire", job = self.db.job_id(), %entity, ?mode);
         let timeout = timeout_ms.map(Duration::from_millis);
-        let granted = self.db.acquire(entity, mode_from_wit(mode), timeout).instrument(span).await;
-        match granted {
-            Ok(grant) => Ok(self.guard(grant).await),
-            Err(e) => Ok(Err(to_wit(e))),
-        }
+        let grant = self.db.acquire(entity, mode_from_wit(mode), timeout).instrument(span).await?;
+        self.guard(grant).await
     }
 
     async fn try_acquire(
         &mut self,
         entity: Entity,
         mode: LockMode,
-    ) -> wasmtime::Result<Result<Option<Resource<GuardHandle>>, LockError>> {
+    ) -> Result<Option<Resource<GuardHandle>>, LockFailure> {
         let entity = entity_to_uuid(entity);
         let span = tracing::debug_span!("try_acquire", job = self.db.job_id(), %entity, ?mode);
-        let granted = self.db.try_acquire(entity, mode_from_wit(mode)).instrument(span).await;
-        match granted {
-            Ok(Some(grant)) => Ok(self.guard(grant).await.map(Some)),
-            Ok(None) => Ok(Ok(None)),
-            Err(e) => Ok(Err(to_wit(e))),
+        match self.db.try_acquire(entity, mode_from_wit(mode)).instrument(span).await? {
+            Some(grant) => self.guard(grant).await.map(Some),
+            None => Ok(None),
         }
+    }
+
+    fn convert_lock_error(&mut self, err: LockFailure) -> wasmtime::Result<LockError> {
+        err.downcast()
     }
 }
 
-impl HostLockGuard for JobState {
+impl HostLockGuard for PinlockView<'_> {
     async fn entity(&mut self, guard: Resource<GuardHandle>) -> wasmtime::Result<Entity> {
         Ok(uuid_to_entity(self.table.get(&guard)?.grant.entity))
     }
@@ -118,10 +123,10 @@ impl HostLockGuard for JobState {
         Ok(self.db.is_held(id).await)
     }
 
-    async fn release(&mut self, guard: Resource<GuardHandle>) -> wasmtime::Result<Result<(), LockError>> {
-        let grant = self.table.delete(guard)?.grant;
+    async fn release(&mut self, guard: Resource<GuardHandle>) -> Result<(), LockFailure> {
+        let grant = self.table.delete(guard).map_err(LockFailure::trap)?.grant;
         let span = tracing::debug_span!("release", job = self.db.job_id(), entity = %grant.entity);
-        Ok(self.db.release(grant.id).instrument(span).await.map_err(to_wit))
+        Ok(self.db.release(grant.id).instrument(span).await?)
     }
 
     async fn drop(&mut self, guard: Resource<GuardHandle>) -> wasmtime::Result<()> {

@@ -3,7 +3,7 @@
 
 use wasmtime::component::Resource;
 
-use super::JobState;
+use super::PinlockView;
 use super::bindings::pinlock::host::key_value::{Error, Host, HostBucket};
 use crate::db::{KvError, validate_bucket};
 
@@ -12,57 +12,55 @@ pub struct BucketHandle {
     name: String,
 }
 
-/// Every key-value failure is reported to the guest; none traps.
-fn to_wit(err: KvError) -> Error {
-    match err {
-        KvError::NoSuchStore(_) => Error::NoSuchStore,
-        KvError::InvalidInput(m) => Error::InvalidInput(m),
-        KvError::Lost => Error::Lost,
-        KvError::Unavailable(m) => Error::Unavailable(m),
-        KvError::Other(m) => Error::Other(m),
+/// What a key-value import fails with: an `error` for the guest, or (for a
+/// host bug only) a trap.
+pub type KvFailure = wasmtime_wasi::TrappableError<Error>;
+
+/// Every key-value failure is reported to the guest as a value; none traps.
+impl From<KvError> for KvFailure {
+    fn from(err: KvError) -> Self {
+        KvFailure::from(match err {
+            KvError::NoSuchStore(_) => Error::NoSuchStore,
+            KvError::InvalidInput(m) => Error::InvalidInput(m),
+            KvError::Lost => Error::Lost,
+            KvError::Unavailable(m) => Error::Unavailable(m),
+            KvError::Other(m) => Error::Other(m),
+        })
     }
 }
 
-impl Host for JobState {
-    async fn open(&mut self, identifier: String) -> wasmtime::Result<Result<Resource<BucketHandle>, Error>> {
-        if let Err(e) = validate_bucket(&identifier) {
-            return Ok(Err(to_wit(e)));
-        }
-        match self.table.push(BucketHandle { name: identifier }) {
-            Ok(bucket) => Ok(Ok(bucket)),
-            Err(_) => Ok(Err(Error::Other("too many open handles in this job".into()))),
-        }
+impl Host for PinlockView<'_> {
+    async fn open(&mut self, identifier: String) -> Result<Resource<BucketHandle>, KvFailure> {
+        validate_bucket(&identifier)?;
+        self.table
+            .push(BucketHandle { name: identifier })
+            .map_err(|_| Error::Other("too many open handles in this job".into()).into())
+    }
+
+    fn convert_error(&mut self, err: KvFailure) -> wasmtime::Result<Error> {
+        err.downcast()
     }
 }
 
-impl HostBucket for JobState {
-    async fn get(
-        &mut self,
-        bucket: Resource<BucketHandle>,
-        key: String,
-    ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        let name = &self.table.get(&bucket)?.name;
-        Ok(self.db.kv_get(name, &key).await.map_err(to_wit))
+impl HostBucket for PinlockView<'_> {
+    async fn get(&mut self, bucket: Resource<BucketHandle>, key: String) -> Result<Option<Vec<u8>>, KvFailure> {
+        let name = &self.table.get(&bucket).map_err(KvFailure::trap)?.name;
+        Ok(self.db.kv_get(name, &key).await?)
     }
 
-    async fn set(
-        &mut self,
-        bucket: Resource<BucketHandle>,
-        key: String,
-        value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        let name = &self.table.get(&bucket)?.name;
-        Ok(self.db.kv_set(name, &key, &value).await.map_err(to_wit))
+    async fn set(&mut self, bucket: Resource<BucketHandle>, key: String, value: Vec<u8>) -> Result<(), KvFailure> {
+        let name = &self.table.get(&bucket).map_err(KvFailure::trap)?.name;
+        Ok(self.db.kv_set(name, &key, &value).await?)
     }
 
-    async fn delete(&mut self, bucket: Resource<BucketHandle>, key: String) -> wasmtime::Result<Result<(), Error>> {
-        let name = &self.table.get(&bucket)?.name;
-        Ok(self.db.kv_delete(name, &key).await.map_err(to_wit))
+    async fn delete(&mut self, bucket: Resource<BucketHandle>, key: String) -> Result<(), KvFailure> {
+        let name = &self.table.get(&bucket).map_err(KvFailure::trap)?.name;
+        Ok(self.db.kv_delete(name, &key).await?)
     }
 
-    async fn exists(&mut self, bucket: Resource<BucketHandle>, key: String) -> wasmtime::Result<Result<bool, Error>> {
-        let name = &self.table.get(&bucket)?.name;
-        Ok(self.db.kv_exists(name, &key).await.map_err(to_wit))
+    async fn exists(&mut self, bucket: Resource<BucketHandle>, key: String) -> Result<bool, KvFailure> {
+        let name = &self.table.get(&bucket).map_err(KvFailure::trap)?.name;
+        Ok(self.db.kv_exists(name, &key).await?)
     }
 
     async fn drop(&mut self, bucket: Resource<BucketHandle>) -> wasmtime::Result<()> {

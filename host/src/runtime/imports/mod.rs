@@ -1,6 +1,8 @@
-//! The host side of the `worker` world: the generated bindings and the
-//! per-job state (`JobState`) that every import is implemented on, one WIT
-//! interface per file. Imports are thin: translate WIT values, call
+//! The host side of the `worker` world: the generated bindings, the per-job
+//! store data (`JobState`), and the narrow view of it (`PinlockView`: the
+//! job's database handle and resource table) that pinlock's imports are
+//! implemented on, one WIT interface per file, as wasmtime-wasi implements
+//! WASI on its `WasiCtxView`. Imports are thin: translate WIT values, call
 //! [`crate::db::JobSession`], map errors. A trap is raised only for a host
 //! bug (a handle missing from the resource table); everything a guest or the
 //! database can cause comes back as a WIT error value.
@@ -11,7 +13,7 @@ mod logging;
 
 use std::sync::Arc;
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{HasData, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::stderr::StderrTail;
@@ -27,6 +29,10 @@ pub(crate) mod bindings {
         with: {
             "pinlock:host/distributed-lock.lock-guard": super::distributed_lock::GuardHandle,
             "pinlock:host/key-value.bucket": super::key_value::BucketHandle,
+        },
+        trappable_error_type: {
+            "pinlock:host/distributed-lock.lock-error" => super::distributed_lock::LockFailure,
+            "pinlock:host/key-value.error" => super::key_value::KvFailure,
         },
     });
 }
@@ -51,6 +57,26 @@ impl JobState {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         Self { db, table, wasi, limits: JobLimiter::new(memory_limit), stderr }
+    }
+}
+
+/// What pinlock's own imports see of a job.
+pub(crate) struct PinlockView<'a> {
+    pub(crate) db: &'a JobSession,
+    pub(crate) table: &'a mut ResourceTable,
+}
+
+/// Selects [`PinlockView`] as the data pinlock's imports are given.
+pub(crate) struct Pinlock;
+
+impl HasData for Pinlock {
+    type Data<'a> = PinlockView<'a>;
+}
+
+impl JobState {
+    /// The view pinlock's imports work on.
+    pub(crate) fn pinlock(&mut self) -> PinlockView<'_> {
+        PinlockView { db: &self.db, table: &mut self.table }
     }
 }
 
