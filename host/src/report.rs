@@ -123,3 +123,31 @@ impl fmt::Display for Summary {
         write!(f, "job time: p50 {} p99 {}", human_us(self.job.p50_us), human_us(self.job.p99_us))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{LockStats, ReleaseOutcome};
+    use crate::runtime::JobError;
+
+    /// A guest that fails with a new message every time does not grow the
+    /// summary: past [`MAX_FAILURE_KINDS`] kinds, failures are counted together.
+    #[test]
+    fn failure_kinds_in_a_summary_are_bounded() {
+        let mut summary = SummaryBuilder::default();
+        for i in 0..1000 {
+            summary.add(&JobOutcome {
+                job_id: i,
+                result: Err(JobError::Failed(format!("error number {i} {}", "x".repeat(500)))),
+                duration: Duration::from_millis(1),
+                release: ReleaseOutcome::NoSession,
+                locks: LockStats::default(),
+            });
+        }
+        let summary = summary.finish(Duration::from_secs(1));
+        assert_eq!(summary.failed, 1000);
+        assert_eq!(summary.failures.len(), MAX_FAILURE_KINDS + 1);
+        assert_eq!(summary.failures[OTHER_FAILURES], 1000 - MAX_FAILURE_KINDS as u64);
+        assert!(summary.failures.keys().all(|k| k.len() <= 110), "messages are cut");
+    }
+}

@@ -304,6 +304,24 @@ mod tests {
         assert!(!session.cancel_may_arrive());
     }
 
+    /// A server without some setting pinlock pins (PostgreSQL 13 has no
+    /// `client_connection_check_interval`) is served anyway: the setup sets
+    /// what exists and names what is missing. The control: the settings that
+    /// exist were set.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn settings_the_server_lacks_are_named_not_fatal() {
+        let (client, connection) = config().open().await.expect("connect");
+        tokio::spawn(connection);
+        let names = vec!["lock_timeout", "pinlock_no_such_setting"];
+        let values = vec!["0", "1"];
+        client.execute("SET lock_timeout = '5s'", &[]).await.expect("set");
+        let row = client.query_one(sql::SESSION_SETUP, &[&names, &values]).await.expect("setup");
+        let missing: Vec<String> = row.get(1);
+        assert_eq!(missing, vec!["pinlock_no_such_setting".to_owned()]);
+        let lock_timeout: String = client.query_one("SHOW lock_timeout", &[]).await.expect("show").get(0);
+        assert_eq!(lock_timeout, "0");
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn without_a_pending_cancel_a_57014_is_an_error() {
         let session = open_session().await;
