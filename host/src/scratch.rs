@@ -129,7 +129,8 @@ impl ScratchCluster {
     /// Restarts the server, dropping every session (`mode`: `fast` or
     /// `immediate`, as `pg_ctl -m`).
     pub fn restart(&self, mode: &str) -> Result<(), ScratchError> {
-        self.pg_ctl(&["-w", "-t", "30", "-m", mode, "restart"]).map_err(ScratchError::new("restarting the scratch server"))
+        self.pg_ctl(&["-w", "-t", "30", "-m", mode, "restart"])
+            .map_err(ScratchError::new("restarting the scratch server"))
     }
 
     fn data(&self) -> PathBuf {

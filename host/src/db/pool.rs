@@ -77,13 +77,15 @@ impl SessionPool {
             Checkout::Now => {
                 self.permits.clone().try_acquire_owned().map_err(|_| CheckoutError::Busy { max: self.max })?
             }
-            Checkout::Until(deadline) => match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
-                .await
-            {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_closed)) => return Err(CheckoutError::Open(DbError::Config("the session pool was closed".into()))),
-                Err(_elapsed) => return Err(CheckoutError::TimedOut),
-            },
+            Checkout::Until(deadline) => {
+                match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_closed)) => {
+                        return Err(CheckoutError::Open(DbError::Config("the session pool was closed".into())));
+                    }
+                    Err(_elapsed) => return Err(CheckoutError::TimedOut),
+                }
+            }
         };
         while let Some(session) = self.pop_idle() {
             if !session.is_lost() {

@@ -124,7 +124,10 @@ impl Session {
         // Sent together: one round trip's worth of waiting.
         let (names, values): (Vec<&str>, Vec<&str>) = liveness::SERVER_SETTINGS.iter().copied().unzip();
         let (stmts, setup) = tokio::try_join!(Statements::prepare(&client), async {
-            client.query_one(sql::SESSION_SETUP, &[&names, &values]).await.map_err(DbError::query("setting up the session"))
+            client
+                .query_one(sql::SESSION_SETUP, &[&names, &values])
+                .await
+                .map_err(DbError::query("setting up the session"))
         })?;
         let pid: i32 = setup.try_get(0).map_err(DbError::query("reading the backend pid"))?;
         let missing: Vec<String> = setup.try_get(1).map_err(DbError::query("reading the session settings"))?;
@@ -275,7 +278,11 @@ mod tests {
     /// on pinlock's tables, so the schema must exist first).
     async fn open_session() -> Session {
         let config = config();
-        config.with_client(async |client| super::super::migrate::migrate(client).await).await.expect("connect").expect("migrate");
+        config
+            .with_client(async |client| super::super::migrate::migrate(client).await)
+            .await
+            .expect("connect")
+            .expect("migrate");
         Session::open(&config).await.expect("session")
     }
 
