@@ -138,6 +138,11 @@ impl JobSession {
         let Some(ending) = self.state.lock().await.end() else {
             return ReleaseOutcome::NoSession;
         };
+        if ending.is_clean() {
+            // Nothing to send: no await, so nothing a drop could interrupt.
+            self.db.pool.return_idle(ending.session);
+            return ReleaseOutcome::NothingHeld;
+        }
         match tokio::spawn(settle(self.db.clone(), ending)).await {
             Ok(outcome) => outcome,
             Err(e) => ReleaseOutcome::Closed { reason: format!("the clean-up task failed: {e}") },
@@ -163,6 +168,19 @@ impl Drop for JobSession {
             // socket makes the server end the backend and free its locks.
             Err(_) => ending.session.abort_connection(),
         }
+    }
+}
+
+impl Ending {
+    /// Whether the session can go back to the pool as it is: alive, holding
+    /// nothing, nothing in flight, no cancel on its way.
+    fn is_clean(&self) -> bool {
+        let session = &self.session;
+        self.held == 0
+            && !session.is_lost()
+            && !session.interrupted()
+            && !session.is_suspect()
+            && !session.cancel_may_arrive()
     }
 }
 
