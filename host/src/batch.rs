@@ -1,14 +1,14 @@
-//! Runs many jobs of one worker, a bounded number at a time, on tokio tasks
-//! (so guests run on every core), and hands each outcome to the caller as it
-//! finishes.
+//! Runs many jobs of one worker, a bounded number at a time, on the shared
+//! [`Scheduler`] (each job on its own task, so guests run on every core),
+//! and hands each outcome to the caller as it finishes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Database;
+use crate::jobs::{JobSpec, Scheduler};
 use crate::runtime::{JobOutcome, Runtime, Worker};
 
 /// What to run.
@@ -25,37 +25,51 @@ pub struct Batch {
     pub concurrency: usize,
     /// Input of job number `i` (0-based).
     pub input: Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
-    /// Stops the jobs still running (each still releases its locks).
+    /// Stops the jobs still running (each still releases its locks) and
+    /// starts no more.
     pub cancel: CancellationToken,
 }
 
 impl Batch {
     /// Runs every job; calls `on_done` with each outcome as it arrives.
     pub async fn run(self, mut on_done: impl FnMut(JobOutcome)) {
-        let next = Arc::new(AtomicU64::new(0));
+        let scheduler = Arc::new(Scheduler::new(self.runtime, self.db, self.concurrency));
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        for _ in 0..self.concurrency.max(1) {
-            let (runtime, worker, db) = (self.runtime.clone(), self.worker.clone(), self.db.clone());
-            let (input, cancel, next, done_tx) =
-                (self.input.clone(), self.cancel.clone(), next.clone(), done_tx.clone());
-            let jobs = self.jobs;
+        let worker_name: Arc<str> = Arc::from("batch");
+        let feeder = {
+            let scheduler = scheduler.clone();
+            let (worker, input, cancel) = (self.worker, self.input, self.cancel.clone());
             tokio::spawn(async move {
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= jobs || cancel.is_cancelled() {
-                        break;
-                    }
-                    let job = db.job_session();
-                    let outcome = runtime.run_job(&worker, job, &input(index), &cancel).await;
-                    if done_tx.send(outcome).is_err() {
-                        break;
-                    }
+                for index in 0..self.jobs {
+                    let slot = tokio::select! {
+                        slot = scheduler.slot() => slot,
+                        () = cancel.cancelled() => break,
+                    };
+                    let spec = JobSpec {
+                        id: index as i64,
+                        worker_name: worker_name.clone(),
+                        worker: worker.clone(),
+                        input: input(index),
+                        max_locks: None,
+                    };
+                    let done_tx = done_tx.clone();
+                    scheduler.start(slot, spec, move |outcome| {
+                        let _ = done_tx.send(outcome);
+                    });
                 }
-            });
-        }
-        drop(done_tx);
+            })
+        };
+        let canceller = {
+            let (scheduler, cancel) = (scheduler.clone(), self.cancel);
+            tokio::spawn(async move {
+                cancel.cancelled().await;
+                scheduler.cancel_all();
+            })
+        };
         while let Some(outcome) = done_rx.recv().await {
             on_done(outcome);
         }
+        let _ = feeder.await;
+        canceller.abort();
     }
 }

@@ -12,7 +12,8 @@
 //! - [`runtime`]: everything wasmtime (engine, workers, jobs, imports); no SQL
 //!   in it.
 //!
-//! [`batch`] runs many jobs; [`report`] and [`latency`] summarize them.
+//! [`jobs`] schedules jobs in bounded slots (`run` and `serve` share it);
+//! [`batch`] runs many jobs of one worker; [`report`] and [`latency`] summarize them.
 //! [`scratch`] starts throwaway PostgreSQL clusters and [`testing`] finds the
 //! database tests run against.
 //!
@@ -41,6 +42,7 @@
 
 pub mod batch;
 pub mod db;
+pub mod jobs;
 pub mod latency;
 pub mod report;
 pub mod runtime;

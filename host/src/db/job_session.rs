@@ -72,6 +72,8 @@ pub struct JobSession {
     pub(crate) state: Mutex<JobLocks>,
     /// The job's wall-clock limit: no wait of the job outlives it.
     deadline: OnceLock<tokio::time::Instant>,
+    /// Most locks the job may hold at once, when lower than the host's.
+    max_locks: OnceLock<usize>,
 }
 
 /// Everything behind the job's lock; the guest calls one at a time, so this
@@ -100,7 +102,7 @@ struct Ending {
 
 impl JobSession {
     pub(crate) fn new(db: Arc<Database>, job_id: u64) -> Self {
-        Self { db, job_id, state: Mutex::new(JobLocks::default()), deadline: OnceLock::new() }
+        Self { db, job_id, state: Mutex::new(JobLocks::default()), deadline: OnceLock::new(), max_locks: OnceLock::new() }
     }
 
     /// The job this handle belongs to.
@@ -112,6 +114,18 @@ impl JobSession {
     /// the job lasts past it.
     pub fn set_deadline(&self, deadline: tokio::time::Instant) {
         let _ = self.deadline.set(deadline);
+    }
+
+    /// Lowers the most locks this job may hold (once), e.g. to its worker's
+    /// limit.
+    pub fn set_max_locks(&self, max: usize) {
+        let _ = self.max_locks.set(max);
+    }
+
+    /// Most locks this job may hold at once.
+    pub(crate) fn max_locks(&self) -> usize {
+        let host = self.db.settings.max_locks_per_job;
+        self.max_locks.get().map_or(host, |&job| job.min(host))
     }
 
     /// `want`, cut to the job's deadline.

@@ -87,7 +87,7 @@ impl JobSession {
         if entity.is_nil() || entity.is_max() {
             return Err(LockError::InvalidInput(format!("{entity} is not a lockable entity")));
         }
-        let limit = self.db.settings.max_locks_per_job;
+        let limit = self.max_locks();
         if state.held.len() >= limit {
             return Err(LockError::LimitExceeded(format!("a job may hold at most {limit} locks")));
         }

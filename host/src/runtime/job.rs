@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::Store;
 
 use super::imports::JobState;
-use super::{Runtime, Worker};
+use super::{JobLimits, Runtime, Worker};
 use crate::db::{JobSession, LockStats, ReleaseOutcome};
 
 /// How a job failed.
@@ -89,10 +89,10 @@ impl Runtime {
     ) -> JobOutcome {
         let started = Instant::now();
         let job_id = db.job_id();
-        let limit = self.settings.time_limit;
+        let JobLimits { time_limit: limit, memory_limit } = worker.limits;
         // No lock or session wait of the job outlives its time limit.
         db.set_deadline(tokio::time::Instant::now() + limit);
-        let mut store = Store::new(&self.engine, JobState::new(db.clone(), self.settings.memory_limit));
+        let mut store = Store::new(&self.engine, JobState::new(db.clone(), memory_limit));
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_async_yield_and_update(1);
 
@@ -116,7 +116,7 @@ impl Runtime {
             Ended::Returned(Ok(output)) => Ok(output),
             Ended::Returned(Err(message)) => Err(JobError::Failed(message)),
             Ended::Trapped(_) if store.data().limits.memory_exceeded => {
-                Err(JobError::MemoryLimit(self.settings.memory_limit))
+                Err(JobError::MemoryLimit(memory_limit))
             }
             Ended::Trapped(trap) => Err(JobError::Trap(describe_trap(&trap, &store))),
             Ended::StartFailed(e) => Err(JobError::Instantiate(format!("{e:#}"))),

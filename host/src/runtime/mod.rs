@@ -10,4 +10,4 @@ mod worker;
 
 pub use engine::{Runtime, RuntimeError, RuntimeSettings};
 pub use job::{JobError, JobOutcome};
-pub use worker::{Worker, WorkerError};
+pub use worker::{JobLimits, Worker, WorkerError};

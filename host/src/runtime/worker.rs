@@ -39,6 +39,37 @@ pub enum WorkerError {
 /// A component ready to run jobs.
 pub struct Worker {
     pub(crate) pre: bindings::WorkerPre<JobState>,
+    pub(crate) limits: JobLimits,
+    imports: Vec<String>,
+}
+
+/// Limits each job of one worker obeys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobLimits {
+    /// Wall-clock limit of one job, waits included.
+    pub time_limit: std::time::Duration,
+    /// Linear memory one job may use, in bytes (at most the runtime's).
+    pub memory_limit: usize,
+}
+
+impl Worker {
+    /// The limits its jobs run under.
+    pub fn limits(&self) -> JobLimits {
+        self.limits
+    }
+
+    /// Sets the limits of its jobs; memory is capped at what the runtime's
+    /// instance pool reserves.
+    pub fn set_limits(&mut self, limits: JobLimits, runtime: &Runtime) {
+        let memory_limit = limits.memory_limit.min(runtime.settings.memory_limit);
+        self.limits = JobLimits { memory_limit, ..limits };
+    }
+
+    /// The interfaces the component imports (`pinlock:host/key-value@0.2.0`,
+    /// `wasi:cli/stderr@0.2.0`, ...), to check against what it is granted.
+    pub fn imports(&self) -> &[String] {
+        &self.imports
+    }
 }
 
 impl Runtime {
@@ -62,6 +93,9 @@ impl Runtime {
         let instance_pre =
             self.linker.instantiate_pre(&component).map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
         let pre = bindings::WorkerPre::new(instance_pre).map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
-        Ok(Worker { pre })
+        let imports = component.component_type().imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        let limits =
+            JobLimits { time_limit: self.settings.time_limit, memory_limit: self.settings.memory_limit };
+        Ok(Worker { pre, limits, imports })
     }
 }

@@ -1,0 +1,168 @@
+//! The job scheduler `pinlock run` and `pinlock serve` share: a bounded
+//! number of slots, a registry of the jobs running now (id → worker, start
+//! time, cancel token), and every job on a tokio task of its own. Whoever
+//! waits for a job (a batch, an HTTP request) may go away without skipping
+//! its clean-up, and any running job can be cancelled by its id; a cancelled
+//! job still releases its locks before it reports.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::db::Database;
+use crate::runtime::{JobOutcome, Runtime, Worker};
+
+/// Identifies a job to the scheduler: the queue's id in `serve`, the job's
+/// number in `run`.
+pub type JobId = i64;
+
+/// One job to start.
+pub struct JobSpec {
+    /// Its id (unique among the jobs running at once).
+    pub id: JobId,
+    /// The worker's name (for the registry and logs).
+    pub worker_name: Arc<str>,
+    /// The worker that runs it.
+    pub worker: Arc<Worker>,
+    /// Its input bytes.
+    pub input: Vec<u8>,
+    /// Most locks it may hold (the host's limit when `None`).
+    pub max_locks: Option<usize>,
+}
+
+/// A job running now, as the registry shows it.
+#[derive(Debug, Clone)]
+pub struct RunningJob {
+    /// Its id.
+    pub id: JobId,
+    /// Its worker's name.
+    pub worker: Arc<str>,
+    /// When it started (wall clock).
+    pub started_at: SystemTime,
+}
+
+struct Entry {
+    worker: Arc<str>,
+    started_at: SystemTime,
+    cancel: CancellationToken,
+}
+
+/// The right to run one job; the job holds it (it is only ever dropped)
+/// until it has reported.
+pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// Bounded slots and the jobs in them.
+pub struct Scheduler {
+    runtime: Arc<Runtime>,
+    db: Arc<Database>,
+    slots: Arc<Semaphore>,
+    capacity: usize,
+    running: Arc<Mutex<HashMap<JobId, Entry>>>,
+    /// Parent of every job's cancel token: cancelling it stops them all.
+    all: CancellationToken,
+}
+
+impl Scheduler {
+    /// A scheduler running at most `capacity` jobs at once.
+    pub fn new(runtime: Arc<Runtime>, db: Arc<Database>, capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            runtime,
+            db,
+            slots: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            running: Arc::new(Mutex::new(HashMap::new())),
+            all: CancellationToken::new(),
+        }
+    }
+
+    /// Waits for a free slot.
+    pub async fn slot(&self) -> Slot {
+        // The semaphore is never closed.
+        Slot(self.slots.clone().acquire_owned().await.expect("the scheduler's semaphore is never closed"))
+    }
+
+    /// A free slot now, if there is one.
+    pub fn try_slot(&self) -> Option<Slot> {
+        self.slots.clone().try_acquire_owned().ok().map(Slot)
+    }
+
+    /// Free slots now.
+    pub fn free_slots(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    /// How many jobs may run at once.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Starts `spec` in `slot` on a task of its own; `report` gets the
+    /// outcome once the job's locks are released. The job is in the
+    /// registry (and cancellable) from now until just before `report`.
+    pub fn start(&self, slot: Slot, spec: JobSpec, report: impl FnOnce(JobOutcome) + Send + 'static) {
+        let cancel = self.all.child_token();
+        let entry = Entry { worker: spec.worker_name.clone(), started_at: SystemTime::now(), cancel: cancel.clone() };
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(spec.id, entry);
+        }
+        let (runtime, db, running) = (self.runtime.clone(), self.db.clone(), self.running.clone());
+        tokio::spawn(async move {
+            let job = db.job_session();
+            if let Some(max) = spec.max_locks {
+                job.set_max_locks(max);
+            }
+            let started = Instant::now();
+            let outcome = runtime.run_job(&spec.worker, job, &spec.input, &cancel).await;
+            tracing::debug!(job = spec.id, worker = %spec.worker_name, took = ?started.elapsed(), "job ended");
+            if let Ok(mut running) = running.lock() {
+                running.remove(&spec.id);
+            }
+            drop(slot);
+            report(outcome);
+        });
+    }
+
+    /// Cancels the running job `id`. Returns whether it was running.
+    pub fn cancel(&self, id: JobId) -> bool {
+        let running = self.running.lock().ok();
+        match running.as_ref().and_then(|r| r.get(&id)) {
+            Some(entry) => {
+                entry.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancels every running job (and every job started afterwards).
+    pub fn cancel_all(&self) {
+        self.all.cancel();
+    }
+
+    /// The jobs running now.
+    pub fn running(&self) -> Vec<RunningJob> {
+        let Ok(running) = self.running.lock() else {
+            return Vec::new();
+        };
+        running
+            .iter()
+            .map(|(&id, e)| RunningJob { id, worker: e.worker.clone(), started_at: e.started_at })
+            .collect()
+    }
+
+    /// How many jobs are running now.
+    pub fn in_flight(&self) -> usize {
+        self.capacity - self.slots.available_permits()
+    }
+
+    /// Waits until no job is running.
+    pub async fn idle(&self) {
+        let all = u32::try_from(self.capacity).unwrap_or(u32::MAX);
+        // Taking every slot means every job has reported; give them back at once.
+        let _all = self.slots.acquire_many(all).await;
+    }
+}
