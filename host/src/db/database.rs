@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::keys::KeyCache;
+use super::stats::{Counters, DbStats};
 use super::pool::SessionPool;
 use super::{DbConfig, DbError, JobSession, migrate};
 
@@ -34,10 +35,7 @@ pub struct Database {
     pub(crate) pool: SessionPool,
     pub(crate) keys: KeyCache,
     pub(crate) settings: DbSettings,
-    /// Jobs dropped before their clean-up was awaited (it ran on its own task).
-    abandoned: AtomicU64,
-    /// Waits that timed out but were granted anyway (the race), undone.
-    late_grants: AtomicU64,
+    pub(crate) counters: Counters,
 }
 
 impl Database {
@@ -48,8 +46,7 @@ impl Database {
             pool: SessionPool::new(config, settings.max_sessions),
             keys: KeyCache::default(),
             settings,
-            abandoned: AtomicU64::new(0),
-            late_grants: AtomicU64::new(0),
+            counters: Counters::default(),
         })
     }
 
@@ -83,20 +80,34 @@ impl Database {
     /// future running them was dropped); each one's clean-up ran on a task
     /// of its own.
     pub fn jobs_abandoned(&self) -> u64 {
-        self.abandoned.load(Ordering::Relaxed)
+        self.counters.abandoned.load(Ordering::Relaxed)
     }
 
     /// Lock waits that timed out but whose grant won the race with the
     /// cancel: each was unlocked before `Timeout` was reported.
     pub fn late_grants_undone(&self) -> u64 {
-        self.late_grants.load(Ordering::Relaxed)
+        self.counters.late_grants.load(Ordering::Relaxed)
     }
 
     pub(crate) fn note_late_grant(&self) {
-        self.late_grants.fetch_add(1, Ordering::Relaxed);
+        self.counters.late_grants.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A snapshot of this host's lock engine (for metrics).
+    pub fn stats(&self) -> DbStats {
+        let (sessions_busy, sessions_idle) = self.pool.usage();
+        DbStats {
+            acquires: self.counters.acquires(),
+            locks_held: self.counters.locks_held.load(Ordering::Relaxed),
+            sessions_busy,
+            sessions_idle,
+            sessions_opened: self.pool.sessions_opened(),
+            jobs_abandoned: self.jobs_abandoned(),
+            late_grants_undone: self.late_grants_undone(),
+        }
     }
 
     pub(crate) fn note_abandoned(&self) {
-        self.abandoned.fetch_add(1, Ordering::Relaxed);
+        self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -22,6 +22,7 @@
 //!   for the stale-cancel story).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -92,6 +93,8 @@ pub(crate) struct JobLocks {
     lost: HashSet<GrantId>,
     next_grant: u64,
     pub(crate) stats: LockStats,
+    /// The host's count of locks held (see [`super::stats`]).
+    held_gauge: Arc<AtomicI64>,
 }
 
 /// A session taken from a job at its end, with what it still held.
@@ -102,7 +105,8 @@ struct Ending {
 
 impl JobSession {
     pub(crate) fn new(db: Arc<Database>, job_id: u64) -> Self {
-        Self { db, job_id, state: Mutex::new(JobLocks::default()), deadline: OnceLock::new(), max_locks: OnceLock::new() }
+        let state = JobLocks { held_gauge: db.counters.locks_held.clone(), ..JobLocks::default() };
+        Self { db, job_id, state: Mutex::new(state), deadline: OnceLock::new(), max_locks: OnceLock::new() }
     }
 
     /// The job this handle belongs to.
@@ -238,6 +242,7 @@ impl JobLocks {
             self.stats.holds.record(now - held.granted_at);
         }
         self.held.clear();
+        self.held_gauge.fetch_sub(held as i64, Ordering::Relaxed);
         self.counts.clear();
         self.lost.clear();
         self.session.take().map(|session| Ending { session, held })
@@ -286,6 +291,7 @@ impl JobLocks {
         self.session = None;
         let now = Instant::now();
         let held_any = !self.held.is_empty();
+        self.held_gauge.fetch_sub(self.held.len() as i64, Ordering::Relaxed);
         for (id, held) in self.held.drain() {
             self.stats.holds.record(now - held.granted_at);
             self.lost.insert(id);
@@ -317,6 +323,19 @@ impl JobLocks {
     /// Returns whether `id` was one.
     pub(crate) fn acknowledge_lost(&mut self, id: GrantId) -> bool {
         self.lost.remove(&id)
+    }
+
+    /// Records a grant as held.
+    pub(crate) fn hold(&mut self, id: GrantId, held: Held) {
+        self.held.insert(id, held);
+        self.held_gauge.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes a grant out of the held set (it is being released).
+    pub(crate) fn unhold(&mut self, id: GrantId) -> Option<Held> {
+        let held = self.held.remove(&id)?;
+        self.held_gauge.fetch_sub(1, Ordering::Relaxed);
+        Some(held)
     }
 
     pub(crate) fn next_grant_id(&mut self) -> GrantId {

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::error::{code_of, sqlstate};
 use super::job_session::JobLocks;
 use super::pool::Checkout;
+use super::stats::AcquireResult;
 use super::{Database, JobSession, LockError, Session};
 
 /// How an entity is locked.
@@ -67,12 +68,19 @@ impl JobSession {
     /// default; zero: do not wait).
     pub async fn acquire(&self, entity: Uuid, mode: LockMode, timeout: Option<Duration>) -> Result<Grant, LockError> {
         let timeout = timeout.unwrap_or(self.db.settings.default_lock_timeout);
-        self.grant(entity, mode, timeout).await?.ok_or(LockError::Timeout)
+        let granted = match self.grant(entity, mode, timeout).await {
+            Ok(None) => Err(LockError::Timeout),
+            other => other,
+        };
+        self.db.counters.count_acquire(AcquireResult::of(&granted));
+        granted?.ok_or(LockError::Timeout)
     }
 
     /// Takes `entity` in `mode` only if that is possible without waiting.
     pub async fn try_acquire(&self, entity: Uuid, mode: LockMode) -> Result<Option<Grant>, LockError> {
-        self.grant(entity, mode, Duration::ZERO).await
+        let granted = self.grant(entity, mode, Duration::ZERO).await;
+        self.db.counters.count_acquire(AcquireResult::of(&granted));
+        granted
     }
 
     /// Grants `entity` in `mode`, waiting at most `timeout` (zero: `None`
@@ -123,7 +131,7 @@ impl JobSession {
         if state.acknowledge_lost(id) {
             return Err(LockError::Lost);
         }
-        let Some(held) = state.held.remove(&id) else {
+        let Some(held) = state.unhold(id) else {
             return Err(LockError::InvalidInput("this lock was already released".into()));
         };
         state.stats.holds.record(held.granted_at.elapsed());
@@ -170,7 +178,7 @@ fn record_grant(state: &mut JobLocks, entity: Uuid, key: i64, mode: LockMode, fe
     state.stats.waits.record(now - started);
     *state.counts.entry((key, mode)).or_insert(0) += 1;
     let id = state.next_grant_id();
-    state.held.insert(id, Held { key, mode, granted_at: now });
+    state.hold(id, Held { key, mode, granted_at: now });
     Grant { id, entity, key, mode, fence }
 }
 

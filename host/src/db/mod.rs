@@ -18,6 +18,7 @@ mod observe;
 mod pool;
 mod session;
 mod sql;
+mod stats;
 
 pub use connect::DbConfig;
 pub use database::{Database, DbSettings};
@@ -26,6 +27,7 @@ pub use job_session::{JobSession, LockStats, ReleaseOutcome};
 pub use kv::validate_bucket;
 pub use locks::{Grant, GrantId, LockMode};
 pub use observe::{HeldLock, list_advisory_locks};
+pub use stats::{AcquireResult, DbStats};
 pub(crate) use session::Session;
 /// pinlock's exclusive lock statement (grant, then fencing token), for
 /// measuring it against the bare `pg_advisory_lock` floor.

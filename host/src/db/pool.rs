@@ -140,6 +140,12 @@ impl SessionPool {
         self.idle.lock().ok()?.pop()
     }
 
+    /// Sessions checked out now, and sessions idle now.
+    pub(crate) fn usage(&self) -> (usize, usize) {
+        let idle = self.idle.lock().map(|idle| idle.len()).unwrap_or(0);
+        (self.max - self.permits.available_permits(), idle)
+    }
+
     /// The most sessions this pool keeps open at once.
     pub(crate) fn max_sessions(&self) -> usize {
         self.max

@@ -92,7 +92,7 @@ impl Runtime {
         let JobLimits { time_limit: limit, memory_limit } = worker.limits;
         // No lock or session wait of the job outlives its time limit.
         db.set_deadline(tokio::time::Instant::now() + limit);
-        let mut store = Store::new(&self.engine, JobState::new(db.clone(), memory_limit));
+        let mut store = Store::new(&self.engine, JobState::new(db.clone(), memory_limit, worker.buckets.clone()));
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_async_yield_and_update(1);
 

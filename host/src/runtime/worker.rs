@@ -40,6 +40,8 @@ pub enum WorkerError {
 pub struct Worker {
     pub(crate) pre: bindings::WorkerPre<JobState>,
     pub(crate) limits: JobLimits,
+    /// Key-value buckets its jobs may open (`None`: any).
+    pub(crate) buckets: Option<std::sync::Arc<[String]>>,
     imports: Vec<String>,
 }
 
@@ -65,6 +67,11 @@ impl Worker {
         self.limits = JobLimits { memory_limit, ..limits };
     }
 
+    /// Restricts the key-value buckets its jobs may open (`None`: any).
+    pub fn set_buckets(&mut self, buckets: Option<Vec<String>>) {
+        self.buckets = buckets.map(std::sync::Arc::from);
+    }
+
     /// The interfaces the component imports (`pinlock:host/key-value@0.2.0`,
     /// `wasi:cli/stderr@0.2.0`, ...), to check against what it is granted.
     pub fn imports(&self) -> &[String] {
@@ -82,6 +89,14 @@ impl Runtime {
 
     /// Compiles `bytes` and checks it is a worker.
     pub fn load(&self, bytes: &[u8]) -> Result<Worker, WorkerError> {
+        self.load_cached(bytes, None)
+    }
+
+    /// Like [`Self::load`], keeping the compiled artefact in `cache` (a
+    /// folder) keyed by the component's content hash and this engine's
+    /// compatibility hash, so a restart does not compile again. A cache file
+    /// that cannot be used is replaced.
+    pub fn load_cached(&self, bytes: &[u8], cache: Option<&Path>) -> Result<Worker, WorkerError> {
         const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
             return Err(WorkerError::NotWasm);
@@ -89,13 +104,51 @@ impl Runtime {
         if bytes[4..8] == CORE_VERSION {
             return Err(WorkerError::CoreModule);
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| WorkerError::Invalid(format!("{e:#}")))?;
+        let component = match cache {
+            Some(dir) => self.compile_cached(bytes, dir)?,
+            None => self.compile(bytes)?,
+        };
         let instance_pre =
             self.linker.instantiate_pre(&component).map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
         let pre = bindings::WorkerPre::new(instance_pre).map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
         let imports = component.component_type().imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
         let limits =
             JobLimits { time_limit: self.settings.time_limit, memory_limit: self.settings.memory_limit };
-        Ok(Worker { pre, limits, imports })
+        Ok(Worker { pre, limits, buckets: None, imports })
+    }
+
+    fn compile(&self, bytes: &[u8]) -> Result<Component, WorkerError> {
+        Component::new(&self.engine, bytes).map_err(|e| WorkerError::Invalid(format!("{e:#}")))
+    }
+
+    fn compile_cached(&self, bytes: &[u8], dir: &Path) -> Result<Component, WorkerError> {
+        use sha2::Digest;
+        use std::hash::{Hash, Hasher};
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
+        let content = sha2::Sha256::digest(bytes);
+        let hex: String = content.iter().map(|b| format!("{b:02x}")).collect();
+        let path = dir.join(format!("{hex}-{:016x}.cwasm", engine_hash.finish()));
+        if path.is_file() {
+            // SAFETY: the file was written by `Component::serialize` of an
+            // engine with the same compatibility hash, into the host's own
+            // cache folder, under a name that is the hash of its source; a
+            // file that fails wasmtime's own checks is compiled again.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "unusable compile cache entry; compiling"),
+            }
+        }
+        let component = self.compile(bytes)?;
+        let written = component.serialize().map_err(std::io::Error::other).and_then(|artefact| {
+            std::fs::create_dir_all(dir)?;
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, artefact)?;
+            std::fs::rename(&tmp, &path)
+        });
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the compile cache; going on without it");
+        }
+        Ok(component)
     }
 }

@@ -32,6 +32,12 @@ impl From<KvError> for KvFailure {
 impl Host for PinlockView<'_> {
     async fn open(&mut self, identifier: String) -> Result<Resource<BucketHandle>, KvFailure> {
         validate_bucket(&identifier)?;
+        if let Some(allowed) = self.buckets
+            && !allowed.contains(&identifier)
+        {
+            // The guest's doing: this worker was not granted that bucket.
+            return Err(KvError::NoSuchStore(format!("this worker may not open bucket {identifier:?}")).into());
+        }
         self.table
             .push(BucketHandle { name: identifier })
             .map_err(|_| Error::Other("too many open handles in this job".into()).into())

@@ -47,16 +47,17 @@ pub(crate) struct JobState {
     pub(crate) wasi: WasiCtx,
     pub(crate) limits: JobLimiter,
     pub(crate) stderr: StderrTail,
+    pub(crate) buckets: Option<Arc<[String]>>,
 }
 
 impl JobState {
-    pub(crate) fn new(db: Arc<JobSession>, memory_limit: usize) -> Self {
+    pub(crate) fn new(db: Arc<JobSession>, memory_limit: usize, buckets: Option<Arc<[String]>>) -> Self {
         let stderr = StderrTail::new(db.job_id());
         // No files, no network, no environment: only clocks, randomness and stderr.
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
-        Self { db, table, wasi, limits: JobLimiter::new(memory_limit), stderr }
+        Self { db, table, wasi, limits: JobLimiter::new(memory_limit), stderr, buckets }
     }
 }
 
@@ -64,6 +65,8 @@ impl JobState {
 pub(crate) struct PinlockView<'a> {
     pub(crate) db: &'a JobSession,
     pub(crate) table: &'a mut ResourceTable,
+    /// Key-value buckets the job may open (`None`: any).
+    pub(crate) buckets: Option<&'a [String]>,
 }
 
 /// Selects [`PinlockView`] as the data pinlock's imports are given.
@@ -76,7 +79,7 @@ impl HasData for Pinlock {
 impl JobState {
     /// The view pinlock's imports work on.
     pub(crate) fn pinlock(&mut self) -> PinlockView<'_> {
-        PinlockView { db: &self.db, table: &mut self.table }
+        PinlockView { db: &self.db, table: &mut self.table, buckets: self.buckets.as_deref() }
     }
 }
 
