@@ -121,8 +121,10 @@ impl Scheduler {
             if let Ok(mut running) = running.lock() {
                 running.remove(&spec.id);
             }
-            drop(slot);
+            // Reported before the slot is free: once every slot is free
+            // (see `idle`), every outcome has been handed over.
             report(outcome);
+            drop(slot);
         });
     }
 
@@ -143,15 +145,19 @@ impl Scheduler {
         self.all.cancel();
     }
 
+    /// Cancels the jobs running now; later jobs run normally.
+    pub fn cancel_all_running(&self) {
+        if let Ok(running) = self.running.lock() {
+            running.values().for_each(|entry| entry.cancel.cancel());
+        }
+    }
+
     /// The jobs running now.
     pub fn running(&self) -> Vec<RunningJob> {
         let Ok(running) = self.running.lock() else {
             return Vec::new();
         };
-        running
-            .iter()
-            .map(|(&id, e)| RunningJob { id, worker: e.worker.clone(), started_at: e.started_at })
-            .collect()
+        running.iter().map(|(&id, e)| RunningJob { id, worker: e.worker.clone(), started_at: e.started_at }).collect()
     }
 
     /// How many jobs are running now.

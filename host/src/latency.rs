@@ -132,7 +132,14 @@ impl CompactHist {
 
     /// Adds every sample to `into`, each at the middle of its bucket.
     pub fn merge_into(&self, into: &mut Hist) {
-        for (index, &count) in self.counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+        for (ns, count) in self.buckets() {
+            let _ = into.histogram.record_n(ns.clamp(1, MAX_NS), count);
+        }
+    }
+
+    /// The non-empty buckets: the middle of each in nanoseconds, and its count.
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(index, &count)| {
             let (octave, sub) = (index as u32 / COMPACT_SUB, u64::from(index as u32 % COMPACT_SUB));
             let middle = if octave < 3 {
                 1u64 << octave
@@ -140,9 +147,8 @@ impl CompactHist {
                 let step = 1u64 << (octave - 3);
                 (8 + sub) * step + step / 2
             };
-            let ns = middle.clamp(1, MAX_NS);
-            let _ = into.histogram.record_n(ns, u64::from(count));
-        }
+            (middle, u64::from(count))
+        })
     }
 }
 

@@ -26,6 +26,12 @@ enum Command {
     Locks(cli::locks::LocksArgs),
     /// Measure pinlock against raw PostgreSQL, in the same run.
     Bench(cli::bench::BenchArgs),
+    /// Run the service: the job queue, the HTTP API, probes and metrics.
+    Serve(cli::serve::ServeArgs),
+    /// Submit a job to a running server.
+    Submit(cli::client::SubmitArgs),
+    /// List a server's jobs.
+    Jobs(cli::client::JobsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +56,9 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => cli::demo::run(&cli.settings, args).await,
             Command::Locks(args) => cli::locks::run(&cli.settings, args).await,
             Command::Bench(args) => cli::bench::run(&cli.settings, args).await,
+            Command::Serve(args) => cli::serve::run(&cli.settings, args).await,
+            Command::Submit(args) => cli::client::submit(args).await,
+            Command::Jobs(args) => cli::client::jobs(args).await,
         }
     });
     match result {

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::keys::KeyCache;
-use super::stats::{Counters, DbStats};
 use super::pool::SessionPool;
+use super::stats::{Counters, DbStats};
 use super::{DbConfig, DbError, JobSession, migrate};
 
 /// Job ids are unique within a process; `application_name` tells hosts apart.

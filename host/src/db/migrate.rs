@@ -27,3 +27,8 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), DbError> {
     }
     tx.commit().await.map_err(DbError::query("committing the migration"))
 }
+
+/// The schema version this build migrates to.
+pub fn schema_version() -> i32 {
+    sql::MIGRATIONS.len() as i32
+}

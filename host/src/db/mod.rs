@@ -26,9 +26,10 @@ pub use error::{DbError, KvError, LockError};
 pub use job_session::{JobSession, LockStats, ReleaseOutcome};
 pub use kv::validate_bucket;
 pub use locks::{Grant, GrantId, LockMode};
+pub use migrate::schema_version;
 pub use observe::{HeldLock, list_advisory_locks};
-pub use stats::{AcquireResult, DbStats};
 pub(crate) use session::Session;
 /// pinlock's exclusive lock statement (grant, then fencing token), for
 /// measuring it against the bare `pg_advisory_lock` floor.
 pub use sql::LOCK_EXCLUSIVE as LOCK_EXCLUSIVE_SQL;
+pub use stats::{AcquireResult, DbStats};

@@ -28,6 +28,8 @@ pub const MIGRATIONS: &[&str] = &[
      SELECT setval(pg_get_serial_sequence('pinlock.entity_keys', 'key'),
                    greatest(281474976710656, (SELECT coalesce(max(key) + 1, 0) FROM pinlock.entity_keys)),
                    false);",
+    // 3: the job queue `pinlock serve` hosts share.
+    include_str!("../queue/schema.sql"),
 ];
 
 pub const CREATE_SCHEMA: &str = "CREATE SCHEMA IF NOT EXISTS pinlock;

@@ -115,9 +115,7 @@ impl Runtime {
         let result = match ended {
             Ended::Returned(Ok(output)) => Ok(output),
             Ended::Returned(Err(message)) => Err(JobError::Failed(message)),
-            Ended::Trapped(_) if store.data().limits.memory_exceeded => {
-                Err(JobError::MemoryLimit(memory_limit))
-            }
+            Ended::Trapped(_) if store.data().limits.memory_exceeded => Err(JobError::MemoryLimit(memory_limit)),
             Ended::Trapped(trap) => Err(JobError::Trap(describe_trap(&trap, &store))),
             Ended::StartFailed(e) => Err(JobError::Instantiate(format!("{e:#}"))),
             Ended::TimedOut => Err(JobError::TimeLimit(limit)),

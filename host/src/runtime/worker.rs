@@ -112,8 +112,7 @@ impl Runtime {
             self.linker.instantiate_pre(&component).map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
         let pre = bindings::WorkerPre::new(instance_pre).map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
         let imports = component.component_type().imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
-        let limits =
-            JobLimits { time_limit: self.settings.time_limit, memory_limit: self.settings.memory_limit };
+        let limits = JobLimits { time_limit: self.settings.time_limit, memory_limit: self.settings.memory_limit };
         Ok(Worker { pre, limits, buckets: None, imports })
     }
 
