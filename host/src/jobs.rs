@@ -110,14 +110,16 @@ impl Scheduler {
             running.insert(spec.id, entry);
         }
         let (runtime, db, running) = (self.runtime.clone(), self.db.clone(), self.running.clone());
-        tokio::spawn(async move {
+        // Every log line of the job (the guest's included) carries its id and worker.
+        let span = tracing::info_span!("job", id = spec.id, worker = %spec.worker_name);
+        let job = async move {
             let job = db.job_session();
             if let Some(max) = spec.max_locks {
                 job.set_max_locks(max);
             }
             let started = Instant::now();
             let outcome = runtime.run_job(&spec.worker, job, &spec.input, &cancel).await;
-            tracing::debug!(job = spec.id, worker = %spec.worker_name, took = ?started.elapsed(), "job ended");
+            tracing::debug!(took = ?started.elapsed(), result = ?outcome.result.as_ref().map(|_| ()), "job ended");
             if let Ok(mut running) = running.lock() {
                 running.remove(&spec.id);
             }
@@ -125,7 +127,8 @@ impl Scheduler {
             // (see `idle`), every outcome has been handed over.
             report(outcome);
             drop(slot);
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(job, span));
     }
 
     /// Cancels the running job `id`. Returns whether it was running.

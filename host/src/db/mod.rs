@@ -30,6 +30,8 @@ pub use migrate::schema_version;
 pub use observe::{HeldLock, list_advisory_locks};
 pub(crate) use session::Session;
 /// pinlock's exclusive lock statement (grant, then fencing token), for
-/// measuring it against the bare `pg_advisory_lock` floor.
+/// measuring it against the bare `pg_advisory_lock` floor. Only
+/// `pinlock bench` (in the binary, not this library) uses it.
+#[doc(hidden)]
 pub use sql::LOCK_EXCLUSIVE as LOCK_EXCLUSIVE_SQL;
 pub use stats::{AcquireResult, DbStats};

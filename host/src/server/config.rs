@@ -80,13 +80,14 @@ pub struct ServeConfig {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Bearer tokens accepted (never logged). Required unless `listen` is a
-    /// loopback address.
+    /// Bearer tokens accepted (never logged or serialized). Required unless
+    /// `listen` is a loopback address.
+    #[serde(skip_serializing)]
     pub tokens: Vec<String>,
     /// Jobs running at once on this host.
     pub max_jobs: usize,
@@ -95,6 +96,19 @@ pub struct ServerSection {
     pub drain_grace_secs: u64,
     /// Largest job input accepted over HTTP, in bytes.
     pub max_input_bytes: usize,
+}
+
+/// Tokens are never printed.
+impl std::fmt::Debug for ServerSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSection")
+            .field("listen", &self.listen)
+            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .field("max_jobs", &self.max_jobs)
+            .field("drain_grace_secs", &self.drain_grace_secs)
+            .field("max_input_bytes", &self.max_input_bytes)
+            .finish()
+    }
 }
 
 impl Default for ServerSection {

@@ -81,6 +81,8 @@ pub struct ServeTarget {
     pub host_id: String,
     /// Where compiled components are cached (`None`: no cache).
     pub cache_dir: Option<PathBuf>,
+    /// Lock engine defaults (`[database] max_sessions` overrides its session bound).
+    pub db_settings: DbSettings,
 }
 
 /// A started server.
@@ -106,9 +108,9 @@ impl Server {
         })?);
         let workers = WorkerSet::load(&runtime, &config.workers, target.cache_dir.as_deref())?;
         let settings = DbSettings {
-            max_sessions: config.database.max_sessions.unwrap_or(DbSettings::default().max_sessions),
+            max_sessions: config.database.max_sessions.unwrap_or(target.db_settings.max_sessions),
             max_locks_per_job: workers.iter().map(|w| w.section.max_locks_per_job).max().unwrap_or(64),
-            ..DbSettings::default()
+            ..target.db_settings
         };
         let db = Database::new(target.db.clone(), settings);
         db.migrate().await?;

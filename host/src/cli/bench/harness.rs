@@ -15,7 +15,7 @@ use pinlock::db::{Database, DbConfig, DbSettings};
 use pinlock::runtime::{JobOutcome, Runtime, RuntimeSettings, Worker};
 
 /// The bench guest (`host/tests/guests/bench`), built by build.rs.
-const BENCH_WASM: &[u8] = include_bytes!(concat!(env!("PINLOCK_GUESTS_DIR"), "/pinlock_test_bench.wasm"));
+pub const BENCH_WASM: &[u8] = include_bytes!(concat!(env!("PINLOCK_GUESTS_DIR"), "/pinlock_test_bench.wasm"));
 
 /// Entities mapped per warm-up job.
 const PREMAP_CHUNK: usize = 64;

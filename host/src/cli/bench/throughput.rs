@@ -91,32 +91,33 @@ pub async fn run(host: &Host, plan: &Plan, app: &str) -> anyhow::Result<Throughp
 
 /// Work done, its wall time and this process's CPU time, over rounds.
 #[derive(Default)]
-struct Rate {
-    done: usize,
-    wall: Duration,
-    cpu: Duration,
+pub(super) struct Rate {
+    pub(super) done: usize,
+    pub(super) wall: Duration,
+    pub(super) cpu: Duration,
 }
 
 impl Rate {
-    fn add(&mut self, round: Rate) {
+    pub(super) fn add(&mut self, round: Rate) {
         self.done += round.done;
         self.wall += round.wall;
         self.cpu += round.cpu;
     }
 
-    fn per_sec(&self) -> f64 {
+    pub(super) fn per_sec(&self) -> f64 {
         let secs = self.wall.as_secs_f64();
         if secs > 0.0 { self.done as f64 / secs } else { 0.0 }
     }
 
-    fn cpu_us_each(&self) -> f64 {
+    pub(super) fn cpu_us_each(&self) -> f64 {
         if self.done == 0 { 0.0 } else { self.cpu.as_secs_f64() * 1e6 / self.done as f64 }
     }
 }
 
 /// One measured batch of `jobs` `once` jobs, `concurrency` at a time, on a
 /// fresh database handle (warmed up first, then dropped: its sessions close).
-async fn pinlock_round(host: &Host, entities: &[Uuid], concurrency: usize, jobs: usize) -> anyhow::Result<Rate> {
+/// Also the `run` side of scenario 7.
+pub(super) async fn pinlock_round(host: &Host, entities: &[Uuid], concurrency: usize, jobs: usize) -> anyhow::Result<Rate> {
     let db = host.database(concurrency);
     host.premap(&db, entities).await?;
     let warm_up = once_inputs(entities, concurrency * WARM_UP_JOBS_PER_SLOT)?;
