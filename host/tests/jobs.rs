@@ -325,12 +325,7 @@ async fn after_a_loss_a_guest_cannot_write_until_it_releases_the_lost_guard() {
             assert_eq!(results[2], json!({"value": "late"}));
             assert_eq!(results[5], json!({"released": true}));
         }
-        let stored: Vec<u8> = observer
-            .query_one("SELECT value FROM pinlock.kv WHERE bucket = 'fenced' AND key = $1", &[&value_key])
-            .await
-            .expect("stored")
-            .get(0);
-        assert_eq!(stored, b"after");
+        assert_eq!(stored_value(&observer, "fenced", &value_key).await.as_deref(), Some(&b"after"[..]));
     }
 }
 

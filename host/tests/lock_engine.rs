@@ -325,12 +325,7 @@ async fn a_lost_session_fences_the_job_until_every_lost_grant_is_released() {
         assert_eq!(job.release(stacked.id).await, Err(LockError::Lost));
         assert_eq!(job.kv_set("fence", &value_key, b"late").await, Err(KvError::Lost));
         assert_eq!(db.sessions_opened(), opened, "nothing of the fenced job reached the database");
-        let stored: Vec<u8> = observer
-            .query_one("SELECT value FROM pinlock.kv WHERE bucket = 'fence' AND key = $1", &[&value_key])
-            .await
-            .expect("stored")
-            .get(0);
-        assert_eq!(stored, b"before");
+        assert_eq!(stored_value(&observer, "fence", &value_key).await.as_deref(), Some(&b"before"[..]));
         // The last lost grant is released: the fence lifts.
         assert_eq!(job.release(other.id).await, Err(LockError::Lost));
         job.kv_set("fence", &value_key, b"after").await.expect("writes again once acknowledged");

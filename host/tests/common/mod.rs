@@ -160,3 +160,12 @@ pub fn results(outcome: &JobOutcome) -> Vec<Value> {
 pub fn fence(result: &Value) -> u64 {
     result["ok"]["fence"].as_u64().unwrap_or_else(|| panic!("not a grant: {result}"))
 }
+
+/// The value stored under `key` in `bucket`, read straight from the store.
+pub async fn stored_value(observer: &Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
+    observer
+        .query_opt("SELECT value FROM pinlock.kv WHERE bucket = $1 AND key = $2", &[&bucket, &key])
+        .await
+        .expect("read pinlock.kv")
+        .map(|row| row.get(0))
+}
