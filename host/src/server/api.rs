@@ -298,7 +298,13 @@ async fn list(
 async fn cancel(State(service): State<Arc<Service>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     match service.queue.cancel(id).await.map_err(ApiError::database)? {
-        Some(state) => Ok(Json(json!({ "id": id, "state": state })).into_response()),
+        Some(state) => {
+            // Running here: stop it now rather than when the notice arrives.
+            if state == "cancelling" {
+                service.scheduler.cancel(id);
+            }
+            Ok(Json(json!({ "id": id, "state": state })).into_response())
+        }
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_job", format!("no job {id}"))),
     }
 }
