@@ -7,7 +7,9 @@
 //! once.
 //!
 //! The queue uses connections of its own, never a lock session: one for its
-//! statements (reopened when it drops) and one that `LISTEN`s.
+//! statements, one for the dispatcher's (claims and the next-due read, so a
+//! claim never waits behind a finish or an enqueue on the first), each
+//! reopened when it drops, and one that `LISTEN`s.
 
 mod sql;
 
@@ -154,12 +156,16 @@ pub struct Queue {
     config: DbConfig,
     host: String,
     client: Mutex<Option<Arc<Client>>>,
+    /// The dispatcher's connection: claims and the next-due read. On their
+    /// own, a claim overlaps the finish of the jobs before it instead of
+    /// waiting for that statement's commit. Opened on the first claim.
+    dispatch_client: Mutex<Option<Arc<Client>>>,
 }
 
 impl Queue {
     /// The queue as host `host` (its `application_name`) sees it. Does no I/O.
     pub fn new(config: DbConfig, host: impl Into<String>) -> Self {
-        Self { config, host: host.into(), client: Mutex::new(None) }
+        Self { config, host: host.into(), client: Mutex::new(None), dispatch_client: Mutex::new(None) }
     }
 
     /// This host's id in the queue.
@@ -169,7 +175,12 @@ impl Queue {
 
     /// The statement connection, reopened if it dropped.
     async fn client(&self) -> Result<Arc<Client>, DbError> {
-        let mut slot = self.client.lock().await;
+        self.open_in(&self.client).await
+    }
+
+    /// The connection kept in `slot`, (re)opened if it is missing or dropped.
+    async fn open_in(&self, slot: &Mutex<Option<Arc<Client>>>) -> Result<Arc<Client>, DbError> {
+        let mut slot = slot.lock().await;
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(client.clone());
         }
@@ -191,6 +202,17 @@ impl Queue {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Row>, DbError> {
         let client = self.client().await?;
+        client.query(statement, params).await.map_err(DbError::query(context))
+    }
+
+    /// [`Self::query`] on the dispatcher's connection.
+    async fn dispatch_query(
+        &self,
+        context: &'static str,
+        statement: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, DbError> {
+        let client = self.open_in(&self.dispatch_client).await?;
         client.query(statement, params).await.map_err(DbError::query(context))
     }
 
@@ -222,7 +244,7 @@ impl Queue {
         let workers: Vec<&str> = per_worker.iter().map(|(w, _)| w.as_str()).collect();
         let counts: Vec<i32> = per_worker.iter().map(|(_, n)| *n).collect();
         let rows = self
-            .query("claiming jobs", sql::CLAIM, &[&self.host, &workers, &counts, &total, &lease.as_secs_f64()])
+            .dispatch_query("claiming jobs", sql::CLAIM, &[&self.host, &workers, &counts, &total, &lease.as_secs_f64()])
             .await?;
         rows.iter()
             .map(|r| {
@@ -324,7 +346,7 @@ impl Queue {
 
     /// How long until the next queued job of `workers` is due (`None`: none queued).
     pub async fn next_due(&self, workers: &[String]) -> Result<Option<Duration>, DbError> {
-        let rows = self.query("reading the next due job", sql::NEXT_DUE, &[&workers]).await?;
+        let rows = self.dispatch_query("reading the next due job", sql::NEXT_DUE, &[&workers]).await?;
         let secs: Option<f64> = rows.first().map(|r| r.try_get(0)).transpose().map_err(decode)?.flatten();
         Ok(secs.map(|s| Duration::from_secs_f64(s.max(0.0))))
     }

@@ -73,7 +73,7 @@ pub const RENEW: &str = "UPDATE pinlock.jobs SET lease_expires_at = now() + make
 /// Requeues (or fails, or cancels) up to `$1` running jobs whose lease expired.
 pub const RESCUE: &str = "WITH stale AS (
          SELECT id FROM pinlock.jobs WHERE state = 'running' AND lease_expires_at < now()
-          ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED),
+          ORDER BY lease_expires_at LIMIT $1::int FOR UPDATE SKIP LOCKED),
      upd AS (
      UPDATE pinlock.jobs j SET
          state = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
@@ -88,7 +88,7 @@ pub const RESCUE: &str = "WITH stale AS (
 /// Deletes up to `$2` jobs finished more than `$1` seconds ago.
 pub const PRUNE: &str = "DELETE FROM pinlock.jobs WHERE id IN (
          SELECT id FROM pinlock.jobs WHERE finished_at < now() - make_interval(secs => $1)
-          ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+          ORDER BY finished_at LIMIT $2::int FOR UPDATE SKIP LOCKED)";
 
 pub const CANCEL: &str = "SELECT pinlock.cancel($1)";
 
