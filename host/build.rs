@@ -9,6 +9,10 @@ use std::process::Command;
 /// Guest packages built, and the .wasm file each produces.
 const GUESTS: &[(&str, &str)] = &[
     ("inventory", "inventory.wasm"),
+    ("transfer", "transfer.wasm"),
+    ("singleton", "singleton.wasm"),
+    ("report", "report.wasm"),
+    ("fenced-write", "fenced_write.wasm"),
     ("pinlock-test-scripted", "pinlock_test_scripted.wasm"),
     ("pinlock-test-bench", "pinlock_test_bench.wasm"),
 ];

@@ -19,6 +19,21 @@ pub const PINLOCK_NAMESPACE: Uuid = Uuid::from_u128(0x593f8505_bf80_559e_bbe4_ab
 /// sharing the database. Use the UUID of the record the work is about
 /// (`Entity::from(order_id)`), or [`Entity::named`] for a lock that is about a
 /// name rather than a record (a nightly job, a singleton task).
+///
+/// ```
+/// use pinlock_guest::{Entity, Uuid};
+///
+/// // The record the work is about:
+/// let order = Uuid::parse_str("5b6f0c1e-8f3a-4d7e-9c2b-1a2b3c4d5e6f").unwrap();
+/// let entity = Entity::from(order);
+/// assert_eq!(entity.to_string(), "5b6f0c1e-8f3a-4d7e-9c2b-1a2b3c4d5e6f");
+///
+/// // A name: the same entity in every job on every host.
+/// assert_eq!(Entity::named("nightly:2024-05-01"), Entity::named("nightly:2024-05-01"));
+/// ```
+///
+/// [`lock()`](crate::lock()) and [`with_lock`](crate::with_lock) take
+/// anything that converts into an entity, so a `Uuid` can be passed as it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Entity(Uuid);
 
@@ -26,7 +41,15 @@ impl Entity {
     /// The entity named `name`: UUIDv5 of `name` in [`PINLOCK_NAMESPACE`].
     ///
     /// The same name always gives the same entity, in every job and on every
-    /// host.
+    /// host. Put what makes the work unique in the name:
+    ///
+    /// ```
+    /// use pinlock_guest::Entity;
+    ///
+    /// let today = Entity::named("nightly-report:2024-05-01");
+    /// assert_ne!(today, Entity::named("nightly-report:2024-05-02"));
+    /// assert_eq!(today.uuid().get_version_num(), 5);
+    /// ```
     pub fn named(name: &str) -> Self {
         Self(Uuid::new_v5(&PINLOCK_NAMESPACE, name.as_bytes()))
     }

@@ -38,20 +38,38 @@ impl From<wit::LockMode> for Mode {
 /// Starts a request for a lock on `entity`: exclusive, with the host's
 /// default timeout unless the builder says otherwise.
 ///
+/// Run work under the lock with [`run`](LockRequest::run) (acquire, run,
+/// release), or take a [`Guard`] with [`acquire`](LockRequest::acquire) or
+/// [`try_acquire`](LockRequest::try_acquire):
+///
 /// ```no_run
-/// # use std::time::Duration;
-/// # fn job(order: pinlock_guest::Uuid) -> Result<(), pinlock_guest::LockError> {
-/// let guard = pinlock_guest::lock(order).shared().timeout(Duration::from_secs(2)).acquire()?;
-/// // ... read the order ...
-/// guard.release()
-/// # }
+/// use std::time::Duration;
+/// use pinlock_guest::{BoxError, Uuid, kv::Bucket, lock};
+///
+/// fn reserve(product: Uuid) -> Result<u64, BoxError> {
+///     lock(product).timeout(Duration::from_secs(2)).run(|_guard| {
+///         let stock = Bucket::open("inventory")?;
+///         let left = stock.get_json::<u64>(&product.to_string())?.unwrap_or(0).checked_sub(1).ok_or("sold out")?;
+///         stock.set_json(&product.to_string(), &left)?;
+///         Ok(left)
+///     })
+/// }
+///
+/// fn peek(product: Uuid) -> Result<Option<u64>, BoxError> {
+///     let guard = lock(product).shared().acquire()?;
+///     let stock = Bucket::open("inventory")?.get_json(&product.to_string())?;
+///     guard.release()?;
+///     Ok(stock)
+/// }
 /// ```
 pub fn lock(entity: impl Into<Entity>) -> LockRequest {
     LockRequest { entity: entity.into(), mode: Mode::Exclusive, timeout: None }
 }
 
-/// A lock to take, built by [`lock()`]. Reusable: acquiring does not consume
-/// the request's settings.
+/// A lock to take, built by [`lock()`]: set the mode and the timeout, then
+/// [`run`](Self::run) work under it, or [`acquire`](Self::acquire) or
+/// [`try_acquire`](Self::try_acquire) a [`Guard`]. A request is `Copy`:
+/// keep it to take the same lock again (after a `deadlock`, say).
 #[derive(Clone, Copy, Debug)]
 #[must_use = "a lock request does nothing until acquired"]
 pub struct LockRequest {
@@ -66,7 +84,16 @@ impl LockRequest {
         self.mode(Mode::Exclusive)
     }
 
-    /// Asks for a shared lock.
+    /// Asks for a shared lock: any number of shared holders at once, and no
+    /// exclusive holder while any is held. For readers:
+    ///
+    /// ```no_run
+    /// use pinlock_guest::{BoxError, Uuid, kv::Bucket, lock};
+    ///
+    /// fn read(doc: Uuid) -> Result<Option<String>, BoxError> {
+    ///     lock(doc).shared().run(|_| Ok(Bucket::open("docs")?.get_string(&doc.to_string())?))
+    /// }
+    /// ```
     pub fn shared(self) -> Self {
         self.mode(Mode::Shared)
     }
@@ -87,10 +114,76 @@ impl LockRequest {
         Self { timeout: Some(timeout), ..self }
     }
 
-    /// Waits until the lock is granted, up to the timeout.
+    /// Runs `f` under the lock: waits for it (up to the timeout), runs `f`
+    /// with the guard, releases the lock, and returns what `f` returned.
+    ///
+    /// `f` returns `Result<T, E>` for any error type `E` that a
+    /// [`LockError`] converts into ([`BoxError`](crate::BoxError), or your
+    /// own), so one `?` handles both the lock's errors and the work's:
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use pinlock_guest::{BoxError, Entity, kv::Bucket, lock};
+    ///
+    /// fn bump(name: &str) -> Result<u64, BoxError> {
+    ///     lock(Entity::named(name)).timeout(Duration::from_secs(5)).run(|guard| {
+    ///         let counters = Bucket::open("counters")?;
+    ///         let next = counters.get_json::<u64>(name)?.unwrap_or(0) + 1;
+    ///         counters.set_json(name, &next)?;
+    ///         pinlock_guest::info!("{name} = {next} (fencing token {})", guard.fencing_token());
+    ///         Ok(next)
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// Returns:
+    /// - the acquire's error (as `E`) when the lock was not granted; `f` did
+    ///   not run;
+    /// - [`LockError::Lost`] (as `E`) when the release reports that the lock
+    ///   was lost, whatever `f` returned: `f` may have overlapped another
+    ///   holder, so its result is dropped (with the host's fail-closed
+    ///   guarantee, no key-value write `f` made after the loss committed).
+    ///   Start over if the work must be done: lock again, re-read;
+    /// - otherwise what `f` returned. Any other release failure is logged as a
+    ///   warning: the lock was held for the whole of `f`, and the host ends
+    ///   it with the job in any case.
+    pub fn run<T, E, F>(self, f: F) -> Result<T, E>
+    where
+        E: From<LockError>,
+        F: FnOnce(&Guard) -> Result<T, E>,
+    {
+        let guard = self.acquire()?;
+        let result = f(&guard);
+        match guard.release() {
+            Ok(()) => result,
+            Err(LockError::Lost) => Err(LockError::Lost.into()),
+            Err(error) => {
+                log::warn(&format!("releasing the lock on {} failed: {error}", self.entity));
+                result
+            }
+        }
+    }
+
+    /// Waits until the lock is granted, up to the timeout, and returns its
+    /// guard; dropping the guard (or [`Guard::release`]) releases the lock.
     ///
     /// A job may lock the same entity more than once; each guard is released
     /// on its own.
+    ///
+    /// ```no_run
+    /// # fn job(a: pinlock_guest::Uuid, b: pinlock_guest::Uuid) -> Result<(), pinlock_guest::LockError> {
+    /// use pinlock_guest::lock;
+    ///
+    /// // Two locks at once: always take them in one order (here: by UUID),
+    /// // or two jobs taking them in opposite orders deadlock.
+    /// let (first, second) = if a < b { (a, b) } else { (b, a) };
+    /// let first = lock(first).acquire()?;
+    /// let second = lock(second).acquire()?;
+    /// // ... work on both ...
+    /// second.release()?;
+    /// first.release()
+    /// # }
+    /// ```
     pub fn acquire(self) -> Result<Guard, LockError> {
         let timeout_ms = self.timeout.map(whole_millis_rounded_up);
         let guard = wit::acquire(self.entity.into(), self.mode.into(), timeout_ms)?;
@@ -99,6 +192,24 @@ impl LockRequest {
 
     /// Takes the lock if that is possible right now, without waiting:
     /// `Ok(None)` when another holder prevents it. Ignores the timeout.
+    ///
+    /// For work that one job should do and the others skip:
+    ///
+    /// ```no_run
+    /// # fn job() -> Result<&'static str, pinlock_guest::BoxError> {
+    /// use pinlock_guest::{Entity, lock};
+    ///
+    /// let Some(guard) = lock(Entity::named("nightly:2024-05-01")).try_acquire()? else {
+    ///     return Ok("skipped: another job is on it");
+    /// };
+    /// // ... the nightly work ...
+    /// guard.release()?;
+    /// Ok("done")
+    /// # }
+    /// ```
+    ///
+    /// Fails with [`LockError::Unavailable`] (not `Ok(None)`) when the host
+    /// has no database session free to ask: that says nothing about the lock.
     pub fn try_acquire(self) -> Result<Option<Guard>, LockError> {
         let guard = wit::try_acquire(self.entity.into(), self.mode.into())?;
         Ok(guard.map(Guard))
@@ -113,7 +224,19 @@ fn whole_millis_rounded_up(timeout: Duration) -> u64 {
 /// A granted lock. Dropping it releases the lock; so does the end of the job.
 ///
 /// Use [`release`](Self::release) instead of dropping to learn whether the
-/// lock was still held up to the release.
+/// lock was still held up to the release, and pass
+/// [`fencing_token`](Self::fencing_token) to the systems you write to.
+///
+/// ```no_run
+/// # fn job(account: pinlock_guest::Uuid) -> Result<(), pinlock_guest::BoxError> {
+/// let guard = pinlock_guest::lock(account).acquire()?;
+/// let token = guard.fencing_token(); // send it with every write downstream
+/// // ... long work ...
+/// guard.ensure_held()?; // stop early if the lock is known to be lost
+/// // ... write, carrying `token` ...
+/// guard.release()?; // Err(Lost): the work may have overlapped another holder
+/// # let _ = token; Ok(()) }
+/// ```
 pub struct Guard(wit::LockGuard);
 
 impl Guard {
@@ -137,9 +260,35 @@ impl Guard {
     }
 
     /// Whether the lock is still held: `false` once the host knows that the
-    /// database session under it is lost.
+    /// database session under it is lost. Answered from the host's memory,
+    /// without a round trip to the database, so it is cheap to ask often.
     pub fn is_held(&self) -> bool {
         self.0.is_held()
+    }
+
+    /// `Err(LockError::Lost)` when the lock is known to be lost, else
+    /// `Ok(())`: a checkpoint for long work under a lock.
+    ///
+    /// ```no_run
+    /// # fn job(batch: pinlock_guest::Uuid, items: Vec<u32>) -> Result<(), pinlock_guest::BoxError> {
+    /// pinlock_guest::lock(batch).run(|guard| {
+    ///     for _item in items {
+    ///         guard.ensure_held()?; // do not start another item without the lock
+    ///         // ... process the item ...
+    ///     }
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    ///
+    /// `Ok` does not prove that the lock is held at the database right now:
+    /// the host learns of a lost session within seconds, not at once. What
+    /// protects the data is the host's fail-closed fence (key-value calls
+    /// after a loss answer [`KvError::Lost`](crate::kv::KvError::Lost) and
+    /// never reach the database) and downstream systems checking the
+    /// fencing token.
+    pub fn ensure_held(&self) -> Result<(), LockError> {
+        if self.is_held() { Ok(()) } else { Err(LockError::Lost) }
     }
 
     /// Releases the lock now.
@@ -162,33 +311,46 @@ impl fmt::Debug for Guard {
     }
 }
 
-/// Runs `f` under a lock on `entity` in `mode`, then releases the lock.
+/// Runs `f` under a lock on `entity` in `mode`, then releases the lock:
+/// `lock(entity).mode(mode).run(f)` (see [`LockRequest::run`] for what it
+/// returns, and [`lock()`] for a timeout).
 ///
-/// Waits for the lock up to the host's default timeout. Returns what `f`
-/// returned, or:
-/// - the error of the acquire, in which case `f` did not run;
-/// - [`LockError::Lost`] when the lock turned out to be lost by the time it
-///   was released: `f` ran, but may have overlapped another holder, so its
-///   result is dropped.
+/// ```no_run
+/// use pinlock_guest::{BoxError, Entity, Mode, kv::Bucket, with_lock};
 ///
-/// Any other release failure is logged as a warning and `f`'s result is
-/// returned: the lock was held for the whole of `f`, and the host ends it
-/// with the job in any case.
-pub fn with_lock<T>(entity: impl Into<Entity>, mode: Mode, f: impl FnOnce(&Guard) -> T) -> Result<T, LockError> {
-    let entity = entity.into();
-    let guard = lock(entity).mode(mode).acquire()?;
-    let value = f(&guard);
-    match guard.release() {
-        Err(LockError::Lost) => Err(LockError::Lost),
-        Err(error) => {
-            log::warn(&format!("releasing the lock on {entity} failed: {error}"));
-            Ok(value)
-        }
-        Ok(()) => Ok(value),
-    }
+/// fn runs() -> Result<u64, BoxError> {
+///     with_lock(Entity::named("nightly-report"), Mode::Exclusive, |_guard| {
+///         let reports = Bucket::open("reports")?;
+///         let runs = reports.get_json::<u64>("runs")?.unwrap_or(0) + 1;
+///         reports.set_json("runs", &runs)?;
+///         Ok(runs)
+///     })
+/// }
+/// ```
+pub fn with_lock<T, E>(entity: impl Into<Entity>, mode: Mode, f: impl FnOnce(&Guard) -> Result<T, E>) -> Result<T, E>
+where
+    E: From<LockError>,
+{
+    lock(entity).mode(mode).run(f)
 }
 
 /// Why a lock operation failed.
+///
+/// Branch on it where the answer changes what the job does; elsewhere pass
+/// it on with `?`:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use pinlock_guest::{LockError, Uuid, lock};
+///
+/// fn try_for_a_second(account: Uuid) -> Result<&'static str, LockError> {
+///     match lock(account).timeout(Duration::from_secs(1)).acquire() {
+///         Ok(_guard) => Ok("did the work"),
+///         Err(LockError::Timeout) => Ok("busy, will retry later"),
+///         Err(other) => Err(other),
+///     }
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LockError {
     /// The lock was not granted within the timeout. It is not held.

@@ -1,9 +1,9 @@
 //! Inventory: product stock in the key-value store, kept consistent with
 //! per-product locks. See README.md for the input formats.
 
-use std::{error::Error, thread, time::Duration};
+use std::{thread, time::Duration};
 
-use pinlock_guest::{Mode, Uuid, Worker, export_worker, kv::Bucket, log, with_lock};
+use pinlock_guest::{BoxError, JsonWorker, Uuid, export_worker, info, kv::Bucket, lock};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -34,40 +34,31 @@ fn default_think_ms() -> u64 {
     5
 }
 
-type Result<T> = std::result::Result<T, Box<dyn Error>>;
+type Result<T> = std::result::Result<T, BoxError>;
 
 struct Inventory;
 
-impl Worker for Inventory {
-    fn run(input: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
-        handle(&input).map_err(|e| e.to_string())
+impl JsonWorker for Inventory {
+    type Input = Request;
+    type Output = Value;
+    type Error = BoxError;
+
+    fn run(request: Request) -> Result<Value> {
+        let stock = Stock::open()?;
+        match request {
+            Request::Restock { product, quantity } => lock(product).run(|_| stock.restock(product, quantity)),
+            Request::Reserve { product, quantity, think_ms, unlocked: true } => {
+                stock.reserve(product, quantity, Duration::from_millis(think_ms), None)
+            }
+            Request::Reserve { product, quantity, think_ms, unlocked: false } => lock(product).run(|guard| {
+                stock.reserve(product, quantity, Duration::from_millis(think_ms), Some(guard.fencing_token()))
+            }),
+            Request::Stock { product } => Ok(json!({ "stock": stock.get(product)? })),
+        }
     }
 }
 
-export_worker!(Inventory);
-
-fn handle(input: &[u8]) -> Result<Vec<u8>> {
-    let request = serde_json::from_slice(input)?;
-    let stock = Stock::open()?;
-    let output = match request {
-        Request::Restock { product, quantity } => {
-            // `??`: first the lock's error, then the closure's.
-            with_lock(product, Mode::Exclusive, |_| stock.restock(product, quantity))??
-        }
-        Request::Reserve { product, quantity, think_ms, unlocked } => {
-            let think = Duration::from_millis(think_ms);
-            if unlocked {
-                stock.reserve(product, quantity, think, None)?
-            } else {
-                with_lock(product, Mode::Exclusive, |guard| {
-                    stock.reserve(product, quantity, think, Some(guard.fencing_token()))
-                })??
-            }
-        }
-        Request::Stock { product } => json!({ "stock": stock.get(product)? }),
-    };
-    Ok(serde_json::to_vec(&output)?)
-}
+export_worker!(json Inventory);
 
 /// Stock levels: bucket "inventory", product UUID → stock as decimal text.
 struct Stock(Bucket);
@@ -101,7 +92,7 @@ impl Stock {
         let stock = self.get(product)?;
         thread::sleep(think);
         if stock < quantity {
-            log::info(&format!("{product}: {quantity} wanted, {stock} in stock"));
+            info!("{product}: {quantity} wanted, {stock} in stock");
             return Ok(json!({ "reserved": false, "stock": stock }));
         }
         let after = stock - quantity;

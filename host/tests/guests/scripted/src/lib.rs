@@ -309,6 +309,7 @@ fn kv_err(error: &kv::KvError) -> Value {
         kv::KvError::Unavailable(_) => "unavailable",
         kv::KvError::Other(_) => "other",
         kv::KvError::NotUtf8(_) => "not-utf8",
+        kv::KvError::Json { .. } => "not-json",
     };
     json!({ "err": code })
 }
