@@ -684,6 +684,8 @@ fn bad_requests_are_refused_and_enqueue_nothing() {
         "a bad run_at",
     );
     expect(api.get("/v1/nope"), 404, "not_found", "unknown route");
+    expect(api.with_token(None).get("/v1/nope"), 401, "unauthorized", "an unknown route still needs the token");
+    expect(api.post("/v1/workers", &json!({})), 405, "method_not_allowed", "a known route, another method");
     expect(api.get("/v1/jobs/abc"), 400, "bad_request", "bad job id");
     expect(api.post("/v1/jobs/abc/cancel", &json!({})), 400, "bad_request", "bad job id to cancel");
     expect(api.get("/v1/jobs/987654321"), 404, "unknown_job", "no such job");

@@ -38,7 +38,8 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
         .route("/v1/locks", get(locks))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .route_layer(axum::middleware::from_fn_with_state(service.clone(), auth));
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(service.clone(), auth));
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -373,4 +374,8 @@ async fn readyz(State(service): State<Arc<Service>>) -> Response {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
 }
