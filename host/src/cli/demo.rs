@@ -18,11 +18,10 @@ use pinlock::db::{Database, DbConfig};
 use pinlock::report::{Summary, SummaryBuilder, human_us};
 use pinlock::runtime::{Runtime, Worker};
 use pinlock::scratch::ScratchCluster;
+use pinlock::server::workers::embedded;
 
 use crate::config::Settings;
 
-/// The inventory example, built by build.rs.
-const INVENTORY_WASM: &[u8] = include_bytes!(concat!(env!("PINLOCK_GUESTS_DIR"), "/inventory.wasm"));
 
 /// Arguments of `pinlock demo`.
 #[derive(Debug, Args)]
@@ -63,7 +62,8 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
 
 async fn rounds(settings: &Settings, args: &DemoArgs, config: DbConfig) -> anyhow::Result<ExitCode> {
     let runtime = Arc::new(Runtime::new(settings.runtime_settings(args.concurrency))?);
-    let worker = Arc::new(runtime.load(INVENTORY_WASM)?);
+    let inventory = embedded("inventory").context("the inventory example is not embedded in this build")?;
+    let worker = Arc::new(runtime.load(inventory)?);
     let db = Database::new(config, settings.db_settings());
     db.migrate().await.context("preparing the database")?;
     println!(

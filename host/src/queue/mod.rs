@@ -175,11 +175,12 @@ impl Queue {
 
     /// The statement connection, reopened if it dropped.
     async fn client(&self) -> Result<Arc<Client>, DbError> {
-        self.open_in(&self.client).await
+        self.open_in(&self.client, None).await
     }
 
-    /// The connection kept in `slot`, (re)opened if it is missing or dropped.
-    async fn open_in(&self, slot: &Mutex<Option<Arc<Client>>>) -> Result<Arc<Client>, DbError> {
+    /// The connection kept in `slot`, (re)opened if it is missing or
+    /// dropped, with `setup` run on it once when opened.
+    async fn open_in(&self, slot: &Mutex<Option<Arc<Client>>>, setup: Option<&str>) -> Result<Arc<Client>, DbError> {
         let mut slot = slot.lock().await;
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(client.clone());
@@ -190,6 +191,9 @@ impl Queue {
                 tracing::debug!(error = %e, "queue connection ended");
             }
         });
+        if let Some(setup) = setup {
+            client.batch_execute(setup).await.map_err(DbError::query("preparing a queue connection"))?;
+        }
         let client = Arc::new(client);
         *slot = Some(client.clone());
         Ok(client)
@@ -212,7 +216,8 @@ impl Queue {
         statement: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Row>, DbError> {
-        let client = self.open_in(&self.dispatch_client).await?;
+        let setup = std::env::var_os("DBG_CLAIM_ASYNC").map(|_| "SET synchronous_commit TO off");
+        let client = self.open_in(&self.dispatch_client, setup).await?;
         client.query(statement, params).await.map_err(DbError::query(context))
     }
 

@@ -25,6 +25,16 @@ const RESCUE_EVERY: Duration = Duration::from_secs(5);
 /// How often it prunes finished jobs.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// What one claim found.
+enum Claim {
+    /// As many jobs as it asked for: more may be due.
+    Full,
+    /// Fewer: nothing more is due now.
+    Short,
+    /// No free slot (on the host, or of any worker): nothing was asked.
+    NoRoom,
+}
+
 /// A run that ended, on its way to the queue.
 pub(crate) struct Ended {
     pub(crate) id: i64,
@@ -51,10 +61,16 @@ impl Service {
             input: serde_json::to_vec(input).unwrap_or_default(),
             max_locks: Some(worker.section.max_locks_per_job),
         };
-        let (ended, name) = (self.ended.clone(), worker.name.clone());
+        let (ended, name, service) = (self.ended.clone(), worker.name.clone(), self.clone());
         self.scheduler.start(slot, spec, move |outcome| {
             drop(worker_permit);
             let _ = ended.send(Ended { id, attempt, worker: name, outcome });
+            // Claim into the freed slot now (the scheduler frees it as this
+            // returns), on the dispatcher's own connection, rather than after
+            // the completer has written the finish. A claim already under
+            // way keeps the wake-up, so each claim takes every slot freed
+            // meanwhile.
+            service.wake.notify_one();
         });
     }
 
@@ -71,11 +87,17 @@ impl Service {
                     continue;
                 }
             };
-            if claimed {
-                continue; // More may be due: claim again while slots are free.
-            }
-            let next_due = self.queue.next_due(&self.workers.names()).await.ok().flatten();
-            let nap = next_due.map_or(poll, |due| due.min(poll)).max(Duration::from_millis(1));
+            let nap = match claimed {
+                Claim::Full => continue, // More may be due: claim again while slots are free.
+                // Every slot is taken: the next job to end wakes this loop,
+                // so when a queued job falls due does not matter yet (and
+                // reading it walks the queued index, dead entries included).
+                Claim::NoRoom => poll,
+                Claim::Short => {
+                    let next_due = self.queue.next_due(&self.workers.names()).await.ok().flatten();
+                    next_due.map_or(poll, |due| due.min(poll)).max(Duration::from_millis(1))
+                }
+            };
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(nap) => {}
@@ -83,9 +105,8 @@ impl Service {
         }
     }
 
-    /// One claim for every worker with free slots. Returns whether it got as
-    /// many jobs as it asked for (so more may be waiting).
-    async fn claim_once(self: &Arc<Self>, lease: Duration) -> Result<bool, crate::db::DbError> {
+    /// One claim for every worker with free slots.
+    async fn claim_once(self: &Arc<Self>, lease: Duration) -> Result<Claim, crate::db::DbError> {
         let total = self.scheduler.free_slots();
         let mut permits = Vec::new();
         for worker in self.workers.iter() {
@@ -95,7 +116,7 @@ impl Service {
             }
         }
         if total == 0 || permits.is_empty() {
-            return Ok(false);
+            return Ok(Claim::NoRoom);
         }
         let asked = permits.iter().map(|(_, n)| *n).sum::<i32>().min(total as i32);
         let claimed = self.queue.claim(&permits, asked, lease).await?;
@@ -103,7 +124,7 @@ impl Service {
         for job in claimed {
             self.start_claimed(job);
         }
-        Ok(got > 0 && got >= asked)
+        Ok(if got > 0 && got >= asked { Claim::Full } else { Claim::Short })
     }
 
     fn start_claimed(self: &Arc<Self>, job: Claimed) {

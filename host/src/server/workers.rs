@@ -16,8 +16,18 @@ use crate::runtime::{JobLimits, Runtime, Worker, WorkerError};
 
 /// The examples built into the binary (served when no configuration names
 /// workers): name and component bytes.
-pub const EMBEDDED: &[(&str, &[u8])] =
-    &[("inventory", include_bytes!(concat!(env!("PINLOCK_GUESTS_DIR"), "/inventory.wasm")))];
+pub const EMBEDDED: &[(&str, &[u8])] = &[
+    ("inventory", include_bytes!(concat!(env!("PINLOCK_GUESTS_DIR"), "/inventory.wasm"))),
+    ("transfer", include_bytes!(concat!(env!("PINLOCK_GUESTS_DIR"), "/transfer.wasm"))),
+    ("singleton", include_bytes!(concat!(env!("PINLOCK_GUESTS_DIR"), "/singleton.wasm"))),
+    ("report", include_bytes!(concat!(env!("PINLOCK_GUESTS_DIR"), "/report.wasm"))),
+    ("fenced-write", include_bytes!(concat!(env!("PINLOCK_GUESTS_DIR"), "/fenced_write.wasm"))),
+];
+
+/// The embedded example named `name`.
+pub fn embedded(name: &str) -> Option<&'static [u8]> {
+    EMBEDDED.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
+}
 
 /// Why a worker cannot be served.
 #[derive(Debug, thiserror::Error)]

@@ -60,14 +60,41 @@ const USER_HZ: u64 = 100;
 /// CPU time (user + system, all threads) this process has used so far, in
 /// 10 ms ticks; zero if unknown.
 pub fn process_cpu() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/self/stat").ok().and_then(|stat| {
-        // Fields after the command name (which may contain spaces) in
-        // parentheses; utime and stime are fields 14 and 15 of the line.
-        let rest = stat.rsplit_once(')')?.1;
-        let mut fields = rest.split_whitespace().skip(11);
-        let user: u64 = fields.next()?.parse().ok()?;
-        let system: u64 = fields.next()?.parse().ok()?;
-        Some(user + system)
-    });
+    let ticks = std::fs::read_to_string("/proc/self/stat").ok().and_then(|stat| stat_ticks(&stat));
     Duration::from_millis(ticks.unwrap_or(0) * 1000 / USER_HZ)
+}
+
+/// CPU time used so far by the local PostgreSQL's processes that serve
+/// database `dbname` (backends and autovacuum workers: their process title
+/// names it), or `None` when no PostgreSQL process is visible (a server
+/// elsewhere). Processes that exited meanwhile are not counted, and neither
+/// is the shared WAL writer or checkpointer.
+pub fn postgres_cpu(dbname: &str) -> Option<Duration> {
+    let needle = format!(" {dbname} ");
+    let mut ticks = 0;
+    let mut seen = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        if stat.split_once(" (").and_then(|(_, rest)| rest.rsplit_once(')')).map(|(name, _)| name) != Some("postgres") {
+            continue;
+        }
+        seen = true;
+        let title = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let title = String::from_utf8_lossy(&title).replace('\0', " ");
+        if title.contains(&needle) {
+            ticks += stat_ticks(&stat).unwrap_or(0);
+        }
+    }
+    seen.then(|| Duration::from_millis(ticks * 1000 / USER_HZ))
+}
+
+/// utime + stime of a /proc stat line.
+fn stat_ticks(stat: &str) -> Option<u64> {
+    // Fields after the command name (which may contain spaces) in
+    // parentheses; utime and stime are fields 14 and 15 of the line.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
 }

@@ -1,6 +1,7 @@
 //! `pinlock bench`: pinlock measured against raw PostgreSQL (the floor) in the
-//! same run, so that the machine's noise lands on both. Six scenarios, one
-//! file each; the floor, the pinlock host, statistics, the machine facts and
+//! same run, so that the machine's noise lands on both. Seven scenarios, one
+//! file each (the seventh, the job queue, compares `pinlock serve` with
+//! `pinlock run` instead); the floor, the pinlock host, statistics, the machine facts and
 //! the report have a file each too.
 //!
 //! Every entity is a fresh random UUID and every floor key a random bigint in
@@ -17,6 +18,7 @@ mod machine;
 mod mapping;
 mod overhead;
 mod plan;
+mod queue;
 mod report;
 mod stats;
 mod throughput;
@@ -87,7 +89,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs the six scenarios in order and gathers their figures.
+/// Runs the seven scenarios in order and gathers their figures.
 async fn scenarios(
     host: Host,
     plan: Plan,
@@ -108,9 +110,11 @@ async fn scenarios(
     let held = held::run(&host, &plan, &app).await.context("scenario 5 (held locks)")?;
     step(6, "entity mapping");
     let mapping = mapping::run(&host, &plan).await.context("scenario 6 (entity mapping)")?;
+    step(7, "job queue");
+    let queue = queue::run(&host, &plan, &app).await.context("scenario 7 (job queue)")?;
     Ok(Results {
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        targets: report::check_targets(&uncontended, &throughput, &handoff, &overhead),
+        targets: report::check_targets(&uncontended, &throughput, &handoff, &overhead, &queue),
         machine,
         settings,
         plan,
@@ -120,11 +124,15 @@ async fn scenarios(
         overhead,
         held,
         mapping,
+        queue,
         wall_secs: started.elapsed().as_secs_f64(),
     })
 }
 
+/// How many scenarios there are.
+const SCENARIOS: usize = 7;
+
 /// Progress on stderr.
 fn step(number: usize, what: &str) {
-    eprintln!("  scenario {number}/6: {what}");
+    eprintln!("  scenario {number}/{SCENARIOS}: {what}");
 }

@@ -35,6 +35,17 @@ pub struct Plan {
     pub held_ms: u64,
     /// Scenario 6: fresh entities locked first, then again.
     pub mapping_entities: usize,
+    /// Scenario 7: slots of each queue host (`max_jobs`, worker concurrency
+    /// and session bound), and the concurrency of the `run` it is compared to.
+    pub queue_concurrency: usize,
+    /// Scenario 7: host counts measured, in order (hosts are added, never removed).
+    pub queue_hosts: Vec<usize>,
+    /// Scenario 7: jobs per measured round.
+    pub queue_jobs: usize,
+    /// Scenario 7: measured rounds per host count (and of `run`).
+    pub queue_rounds: usize,
+    /// Scenario 7: pickups timed one job at a time.
+    pub queue_pickups: usize,
 }
 
 impl Plan {
@@ -56,6 +67,11 @@ impl Plan {
                 held: vec![(20, 5), (100, 5)],
                 held_ms: 50,
                 mapping_entities: 100,
+                queue_concurrency: 16,
+                queue_hosts: vec![1, 3],
+                queue_jobs: std::env::var("DBG_QJOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500),
+                queue_rounds: std::env::var("DBG_QROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1),
+                queue_pickups: 50,
             }
         } else {
             Self {
@@ -73,6 +89,11 @@ impl Plan {
                 held: vec![(100, 10), (1000, 10)],
                 held_ms: 200,
                 mapping_entities: 500,
+                queue_concurrency: 16,
+                queue_hosts: vec![1, 3],
+                queue_jobs: 10_000,
+                queue_rounds: 3,
+                queue_pickups: 200,
             }
         }
     }

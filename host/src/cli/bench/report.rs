@@ -14,6 +14,7 @@ use super::machine::Machine;
 use super::mapping::Mapping;
 use super::overhead::Overhead;
 use super::plan::Plan;
+use super::queue::QueueBench;
 use super::stats::ratio;
 use super::throughput::Throughput;
 use super::uncontended::Uncontended;
@@ -62,6 +63,8 @@ pub struct Results {
     pub held: Held,
     /// Scenario 6.
     pub mapping: Mapping,
+    /// Scenario 7.
+    pub queue: QueueBench,
     /// The targets and whether each was met.
     pub targets: Vec<TargetCheck>,
     /// Wall time of the scenarios, in s.
@@ -85,6 +88,7 @@ pub fn check_targets(
     throughput: &Throughput,
     handoff: &Handoff,
     overhead: &Overhead,
+    queue: &QueueBench,
 ) -> Vec<TargetCheck> {
     let ratio_check = |target: String, ratio: Option<f64>, ok: fn(f64) -> bool| TargetCheck {
         target,
@@ -104,7 +108,24 @@ pub fn check_targets(
         measured: human_us(overhead.job.p50_us),
         met: Some(overhead.job.p50_us <= 20.0),
     });
+    for point in &queue.points {
+        checks.push(TargetCheck {
+            target: format!("queue, {} ≥ 0.6 × run", hosts(point.hosts)),
+            measured: point.ratio.map_or_else(|| "n/a".into(), |r| format!("{r:.2} × run")),
+            met: point.ratio.map(|r| r >= 0.6),
+        });
+    }
+    let pickup = &queue.pickup;
+    checks.push(TargetCheck {
+        target: "queue pickup p50 ≤ 5 ms".into(),
+        measured: if pickup.count == 0 { "n/a".into() } else { human_us(pickup.p50_us) },
+        met: (pickup.count > 0).then_some(pickup.p50_us <= 5000.0),
+    });
     checks
+}
+
+fn hosts(n: usize) -> String {
+    if n == 1 { "1 host".into() } else { format!("{n} hosts") }
 }
 
 /// Columns of the table: scenario, measure, pinlock, floor, ratio, fenced
@@ -185,6 +206,7 @@ pub fn render(results: &Results) -> String {
     overhead_rows(&results.overhead, &mut table);
     held_rows(&results.held, &mut table);
     mapping_rows(&results.mapping, &mut table);
+    queue_rows(&results.queue, &mut table);
     table.render(&mut out);
     targets(&results.targets, &mut out);
     out
@@ -281,6 +303,33 @@ fn mapping_rows(m: &Mapping, table: &mut Table) {
     table.only("6 entity mapping (p50)", "cached", human_us(cached));
     table.row(&with_ratio("", "new to this host", m.new_to_host.p50_us));
     table.row(&with_ratio("", "never seen", m.first_ever.p50_us));
+}
+
+fn queue_rows(q: &QueueBench, table: &mut Table) {
+    let c = q.concurrency;
+    table.only("7 job queue (floor: run)", &format!("run C={c}"), rate(q.run_per_sec));
+    for point in &q.points {
+        let measure = format!("{}, {c} slots each", hosts(point.hosts));
+        table.compare("", &measure, (point.per_sec, q.run_per_sec, None), rate);
+    }
+    for point in &q.points {
+        let cpu = (point.cpu_us, q.run_cpu_us, None);
+        table.compare("", &format!("{} host CPU each", hosts(point.hosts)), cpu, human_us);
+        if let (Some(queue), Some(run)) = (point.server_cpu_us, q.run_server_cpu_us) {
+            table.compare("", &format!("{} server CPU each", hosts(point.hosts)), (queue, run, None), human_us);
+        }
+    }
+    for point in &q.points {
+        let name = hosts(point.hosts);
+        let batches = format!("{:.1} / {:.1}", point.claim_batch, point.finish_batch);
+        table.only("", &format!("{name} claim / finish batch"), batches);
+        table.only("", &format!("{name} commits per job"), format!("{:.2}", point.commits_per_job));
+        if point.hosts > 1 {
+            table.only("", &format!("{name}: busiest's share"), format!("{:.0} %", point.busiest_host_share * 100.0));
+        }
+    }
+    table.only("", "pickup p50 (NOTIFY)", human_us(q.pickup.p50_us));
+    table.only("", "pickup p99", human_us(q.pickup.p99_us));
 }
 
 fn vs_cached(value: f64, cached: f64) -> String {

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::floor::{FloorConn, LockSql, distinct_floor_keys};
 use super::harness::{Host, fresh_entities};
-use super::machine::process_cpu;
+use super::machine::{postgres_cpu, process_cpu};
 use super::plan::Plan;
 use super::stats::{ratio, turns};
 
@@ -95,6 +95,10 @@ pub(super) struct Rate {
     pub(super) done: usize,
     pub(super) wall: Duration,
     pub(super) cpu: Duration,
+    /// CPU time of the local PostgreSQL processes (`None`: not visible).
+    pub(super) server_cpu: Option<Duration>,
+    /// Rounds summed.
+    pub(super) rounds: usize,
 }
 
 impl Rate {
@@ -102,6 +106,11 @@ impl Rate {
         self.done += round.done;
         self.wall += round.wall;
         self.cpu += round.cpu;
+        self.server_cpu = match self.rounds {
+            0 => round.server_cpu,
+            _ => self.server_cpu.zip(round.server_cpu).map(|(sum, round)| sum + round),
+        };
+        self.rounds += round.rounds;
     }
 
     pub(super) fn per_sec(&self) -> f64 {
@@ -111,6 +120,12 @@ impl Rate {
 
     pub(super) fn cpu_us_each(&self) -> f64 {
         if self.done == 0 { 0.0 } else { self.cpu.as_secs_f64() * 1e6 / self.done as f64 }
+    }
+
+    /// The local PostgreSQL's CPU time per job, µs (`None`: not visible).
+    pub(super) fn server_cpu_us_each(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        Some(if self.done == 0 { 0.0 } else { cpu.as_secs_f64() * 1e6 / self.done as f64 })
     }
 }
 
@@ -123,9 +138,11 @@ pub(super) async fn pinlock_round(host: &Host, entities: &[Uuid], concurrency: u
     let warm_up = once_inputs(entities, concurrency * WARM_UP_JOBS_PER_SLOT)?;
     host.batch(&db, warm_up, concurrency).await.context("throughput warm-up")?;
     let inputs = once_inputs(entities, jobs)?;
-    let cpu = process_cpu();
+    let dbname = host.config.driver_config().get_dbname().unwrap_or_default().to_owned();
+    let (cpu, server_cpu) = (process_cpu(), postgres_cpu(&dbname));
     let run = host.batch(&db, inputs, concurrency).await?;
-    Ok(Rate { done: run.outputs.len(), wall: run.wall, cpu: process_cpu().saturating_sub(cpu) })
+    let server_cpu = server_cpu.zip(postgres_cpu(&dbname)).map(|(before, after)| after.saturating_sub(before));
+    Ok(Rate { done: run.outputs.len(), wall: run.wall, cpu: process_cpu().saturating_sub(cpu), server_cpu, rounds: 1 })
 }
 
 /// Inputs of `jobs` `once` jobs on random entities of the pool.
@@ -172,5 +189,5 @@ async fn floor_round(
         result.context("a floor task panicked")??;
     }
     let wall = started.elapsed();
-    Ok(Rate { done: picks.len(), wall, cpu: process_cpu().saturating_sub(cpu) })
+    Ok(Rate { done: picks.len(), wall, cpu: process_cpu().saturating_sub(cpu), server_cpu: None, rounds: 1 })
 }
