@@ -22,7 +22,6 @@ use pinlock::server::workers::embedded;
 
 use crate::config::Settings;
 
-
 /// Arguments of `pinlock demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {

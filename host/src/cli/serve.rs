@@ -77,7 +77,11 @@ pub async fn run(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCod
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
 
-    let server = Server::start(config, ServeTarget { db, host_id: host_id.clone(), cache_dir, db_settings: settings.db_settings() }).await?;
+    let server = Server::start(
+        config,
+        ServeTarget { db, host_id: host_id.clone(), cache_dir, db_settings: settings.db_settings() },
+    )
+    .await?;
     println!("pinlock serve: listening on http://{} as {host_id}", server.addr());
     tokio::select! {
         _ = terminate.recv() => {}

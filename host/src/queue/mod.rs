@@ -7,9 +7,7 @@
 //! once.
 //!
 //! The queue uses connections of its own, never a lock session: one for its
-//! statements, one for the dispatcher's (claims and the next-due read, so a
-//! claim never waits behind a finish or an enqueue on the first), each
-//! reopened when it drops, and one that `LISTEN`s.
+//! statements (reopened when it drops) and one that `LISTEN`s.
 
 mod sql;
 
@@ -156,16 +154,12 @@ pub struct Queue {
     config: DbConfig,
     host: String,
     client: Mutex<Option<Arc<Client>>>,
-    /// The dispatcher's connection: claims and the next-due read. On their
-    /// own, a claim overlaps the finish of the jobs before it instead of
-    /// waiting for that statement's commit. Opened on the first claim.
-    dispatch_client: Mutex<Option<Arc<Client>>>,
 }
 
 impl Queue {
     /// The queue as host `host` (its `application_name`) sees it. Does no I/O.
     pub fn new(config: DbConfig, host: impl Into<String>) -> Self {
-        Self { config, host: host.into(), client: Mutex::new(None), dispatch_client: Mutex::new(None) }
+        Self { config, host: host.into(), client: Mutex::new(None) }
     }
 
     /// This host's id in the queue.
@@ -175,13 +169,7 @@ impl Queue {
 
     /// The statement connection, reopened if it dropped.
     async fn client(&self) -> Result<Arc<Client>, DbError> {
-        self.open_in(&self.client, None).await
-    }
-
-    /// The connection kept in `slot`, (re)opened if it is missing or
-    /// dropped, with `setup` run on it once when opened.
-    async fn open_in(&self, slot: &Mutex<Option<Arc<Client>>>, setup: Option<&str>) -> Result<Arc<Client>, DbError> {
-        let mut slot = slot.lock().await;
+        let mut slot = self.client.lock().await;
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(client.clone());
         }
@@ -191,9 +179,6 @@ impl Queue {
                 tracing::debug!(error = %e, "queue connection ended");
             }
         });
-        if let Some(setup) = setup {
-            client.batch_execute(setup).await.map_err(DbError::query("preparing a queue connection"))?;
-        }
         let client = Arc::new(client);
         *slot = Some(client.clone());
         Ok(client)
@@ -206,18 +191,6 @@ impl Queue {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Row>, DbError> {
         let client = self.client().await?;
-        client.query(statement, params).await.map_err(DbError::query(context))
-    }
-
-    /// [`Self::query`] on the dispatcher's connection.
-    async fn dispatch_query(
-        &self,
-        context: &'static str,
-        statement: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<Row>, DbError> {
-        let setup = std::env::var_os("DBG_CLAIM_ASYNC").map(|_| "SET synchronous_commit TO off");
-        let client = self.open_in(&self.dispatch_client, setup).await?;
         client.query(statement, params).await.map_err(DbError::query(context))
     }
 
@@ -249,7 +222,7 @@ impl Queue {
         let workers: Vec<&str> = per_worker.iter().map(|(w, _)| w.as_str()).collect();
         let counts: Vec<i32> = per_worker.iter().map(|(_, n)| *n).collect();
         let rows = self
-            .dispatch_query("claiming jobs", sql::CLAIM, &[&self.host, &workers, &counts, &total, &lease.as_secs_f64()])
+            .query("claiming jobs", sql::CLAIM, &[&self.host, &workers, &counts, &total, &lease.as_secs_f64()])
             .await?;
         rows.iter()
             .map(|r| {
@@ -351,7 +324,7 @@ impl Queue {
 
     /// How long until the next queued job of `workers` is due (`None`: none queued).
     pub async fn next_due(&self, workers: &[String]) -> Result<Option<Duration>, DbError> {
-        let rows = self.dispatch_query("reading the next due job", sql::NEXT_DUE, &[&workers]).await?;
+        let rows = self.query("reading the next due job", sql::NEXT_DUE, &[&workers]).await?;
         let secs: Option<f64> = rows.first().map(|r| r.try_get(0)).transpose().map_err(decode)?.flatten();
         Ok(secs.map(|s| Duration::from_secs_f64(s.max(0.0))))
     }

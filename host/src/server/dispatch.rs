@@ -61,16 +61,10 @@ impl Service {
             input: serde_json::to_vec(input).unwrap_or_default(),
             max_locks: Some(worker.section.max_locks_per_job),
         };
-        let (ended, name, service) = (self.ended.clone(), worker.name.clone(), self.clone());
+        let (ended, name) = (self.ended.clone(), worker.name.clone());
         self.scheduler.start(slot, spec, move |outcome| {
             drop(worker_permit);
             let _ = ended.send(Ended { id, attempt, worker: name, outcome });
-            // Claim into the freed slot now (the scheduler frees it as this
-            // returns), on the dispatcher's own connection, rather than after
-            // the completer has written the finish. A claim already under
-            // way keeps the wake-up, so each claim takes every slot freed
-            // meanwhile.
-            service.wake.notify_one();
         });
     }
 

@@ -69,8 +69,8 @@ impl Plan {
                 mapping_entities: 100,
                 queue_concurrency: 16,
                 queue_hosts: vec![1, 3],
-                queue_jobs: std::env::var("DBG_QJOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500),
-                queue_rounds: std::env::var("DBG_QROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1),
+                queue_jobs: 1500,
+                queue_rounds: 1,
                 queue_pickups: 50,
             }
         } else {

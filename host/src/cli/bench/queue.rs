@@ -6,7 +6,8 @@
 //! - **Throughput**: a producer task enqueues N one-lock jobs (guest op
 //!   `once` on a random entity of a pool of 32 per slot) in batches of 256;
 //!   measured from the first enqueue until the monitor connection sees no
-//!   job queued or running (it asks every 2 ms, on two partial indexes).
+//!   job queued or running (every 2 ms it reads the state of the last job
+//!   enqueued, which is claimed last, then checks that none is left).
 //!   With 1 host, then with 3 (three [`Server`]s, each with its own host id,
 //!   the same `max_jobs` and session bound C). The `run` side is scenario 2's
 //!   batch at concurrency C; its rounds take turns with the 1-host rounds.
@@ -106,11 +107,8 @@ pub async fn run(host: &Host, plan: &Plan, app: &str) -> anyhow::Result<QueueBen
     let admin = connect(&host.config, app, "queue-admin").await?;
     let name = format!("pinlock_bench_{}", Uuid::new_v4().simple());
     admin.batch_execute(&format!("CREATE DATABASE {name}")).await.with_context(|| format!("creating {name}"))?;
-    if std::env::var_os("DBG_ASYNC").is_some() { admin.batch_execute(&format!("ALTER DATABASE {name} SET synchronous_commit = off")).await?; }
-    let t0 = Instant::now();
     let measured = in_database(host, plan, app, &name).await;
-    eprintln!("DBG in_database {:?}", t0.elapsed());
-    let dropped = if std::env::var_os("DBG_KEEP").is_some() { eprintln!("DBG kept {name}"); Ok(()) } else { admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await };
+    let dropped = admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await;
     let bench = measured?;
     dropped.with_context(|| format!("dropping {name}"))?;
     Ok(bench)
@@ -133,20 +131,6 @@ async fn in_database(host: &Host, plan: &Plan, app: &str, name: &str) -> anyhow:
     std::fs::write(&component, BENCH_WASM).context("writing the bench component")?;
     let mut servers = Vec::new();
     let measured = measure(&run_host, plan, app, &component, &mut servers).await;
-    if std::env::var_os("DBG_CPU").is_some() {
-        let c = connect(&config, app, "dbg").await?;
-        let jobs: i64 = c.query_one("SELECT count(*) FROM pinlock.jobs", &[]).await?.get(0);
-        eprintln!("DBG jobs {jobs}");
-        for r in c.query("SELECT pid, application_name, left(regexp_replace(query, '\\s+', ' ', 'g'), 60) FROM pg_stat_activity WHERE datname = current_database()", &[]).await? {
-            let pid: i32 = r.get(0);
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-            let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).map(|x| x.parse().unwrap_or(0)).collect();
-            let ms = f.iter().sum::<u64>() * 10;
-            let app: String = r.get(1); let q: String = r.get(2);
-            eprintln!("DBG cpu {ms:>6} ms  {app:<30} {q}");
-        }
-    }
     for server in servers {
         server.drain(DRAIN_GRACE, std::future::pending()).await;
     }
@@ -172,19 +156,18 @@ async fn measure(
     let mut points = Vec::new();
     let mut pickup = None;
     for &hosts in &plan.queue_hosts {
-        let t0 = Instant::now();
         while servers.len() < hosts {
             servers.push(start_server(run_host, app, servers.len() + 1, slots, component, &cache).await?);
         }
-        eprintln!("DBG start {:?}", t0.elapsed());
         let entities = fresh_entities(plan.throughput_pool_per_slot * slots * hosts);
         let mut warm_up: Vec<NewJob> = Vec::new();
         for _ in 0..hosts {
-            warm_up.extend(entities.chunks(PREMAP_CHUNK).map(|chunk| new_job(json!({"op": "lock_release", "entities": chunk}))));
+            warm_up.extend(
+                entities.chunks(PREMAP_CHUNK).map(|chunk| new_job(json!({"op": "lock_release", "entities": chunk}))),
+            );
         }
         warm_up.extend(once_jobs(&entities, slots * hosts * WARM_UP_JOBS_PER_SLOT)?);
         run_jobs(&producer, &monitor, warm_up).await.context("queue warm-up")?;
-        eprintln!("DBG warm {:?}", t0.elapsed());
 
         // The first phase takes turns with `run` and then measures pickups.
         let first = points.is_empty();
@@ -198,11 +181,9 @@ async fn measure(
                 }
             }
         }
-        eprintln!("DBG rounds {:?}", t0.elapsed());
         if first {
             pickup = Some(pickups(&producer, &monitor, &entities, plan.queue_pickups).await?);
         }
-        eprintln!("DBG pickups {:?}", t0.elapsed());
         points.push(rounds.point(hosts));
     }
     let run_per_sec = run_rate.per_sec();
@@ -316,13 +297,20 @@ async fn run_jobs(producer: &Arc<Queue>, monitor: &Monitor, jobs: Vec<NewJob>) -
     let producing = {
         let producer = producer.clone();
         tokio::spawn(async move {
+            let mut last = 0;
             for batch in batches {
-                producer.enqueue(&batch).await.context("enqueueing bench jobs")?;
+                let ids = producer.enqueue(&batch).await.context("enqueueing bench jobs")?;
+                last = ids.iter().map(|&(id, _)| id).max().unwrap_or(last);
             }
-            anyhow::Ok(())
+            anyhow::Ok(last)
         })
     };
-    producing.await.context("the producer panicked")??;
+    let last = producing.await.context("the producer panicked")??;
+    // The last job is claimed last: wait for it (a primary key lookup),
+    // then for the rest (two index probes that walk the dead entries too).
+    while matches!(monitor.job(last).await?.0.as_str(), "queued" | "running") {
+        tokio::time::sleep(POLL).await;
+    }
     while !monitor.idle().await? {
         tokio::time::sleep(POLL).await;
     }

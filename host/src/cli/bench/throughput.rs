@@ -132,7 +132,12 @@ impl Rate {
 /// One measured batch of `jobs` `once` jobs, `concurrency` at a time, on a
 /// fresh database handle (warmed up first, then dropped: its sessions close).
 /// Also the `run` side of scenario 7.
-pub(super) async fn pinlock_round(host: &Host, entities: &[Uuid], concurrency: usize, jobs: usize) -> anyhow::Result<Rate> {
+pub(super) async fn pinlock_round(
+    host: &Host,
+    entities: &[Uuid],
+    concurrency: usize,
+    jobs: usize,
+) -> anyhow::Result<Rate> {
     let db = host.database(concurrency);
     host.premap(&db, entities).await?;
     let warm_up = once_inputs(entities, concurrency * WARM_UP_JOBS_PER_SLOT)?;
