@@ -32,6 +32,8 @@ enum Command {
     Submit(cli::client::SubmitArgs),
     /// List a server's jobs.
     Jobs(cli::client::JobsArgs),
+    /// Write a new worker crate (builds with `cargo build --release --target wasm32-wasip2`).
+    New(cli::new::NewArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,6 +65,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => cli::serve::run(&cli.settings, args).await,
             Command::Submit(args) => cli::client::submit(args).await,
             Command::Jobs(args) => cli::client::jobs(args).await,
+            Command::New(args) => cli::new::run(args).await,
         }
     });
     match result {

@@ -4,5 +4,6 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod locks;
+pub mod new;
 pub mod run;
 pub mod serve;
