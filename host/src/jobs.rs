@@ -48,7 +48,12 @@ struct Entry {
     worker: Arc<str>,
     started_at: SystemTime,
     cancel: CancellationToken,
+    /// Tells this run from another of the same id.
+    run: u64,
 }
+
+/// Numbers runs, so that a run only ever removes its own registry entry.
+static NEXT_RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The right to run one job; the job holds it (it is only ever dropped)
 /// until it has reported.
@@ -105,7 +110,9 @@ impl Scheduler {
     /// registry (and cancellable) from now until just before `report`.
     pub fn start(&self, slot: Slot, spec: JobSpec, report: impl FnOnce(JobOutcome) + Send + 'static) {
         let cancel = self.all.child_token();
-        let entry = Entry { worker: spec.worker_name.clone(), started_at: SystemTime::now(), cancel: cancel.clone() };
+        let run = NEXT_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let entry =
+            Entry { worker: spec.worker_name.clone(), started_at: SystemTime::now(), cancel: cancel.clone(), run };
         if let Ok(mut running) = self.running.lock() {
             running.insert(spec.id, entry);
         }
@@ -120,7 +127,9 @@ impl Scheduler {
             let started = Instant::now();
             let outcome = runtime.run_job(&spec.worker, job, &spec.input, &cancel).await;
             tracing::debug!(took = ?started.elapsed(), result = ?outcome.result.as_ref().map(|_| ()), "job ended");
-            if let Ok(mut running) = running.lock() {
+            if let Ok(mut running) = running.lock()
+                && running.get(&spec.id).is_some_and(|entry| entry.run == run)
+            {
                 running.remove(&spec.id);
             }
             // Reported before the slot is free: once every slot is free
@@ -129,6 +138,11 @@ impl Scheduler {
             drop(slot);
         };
         tokio::spawn(tracing::Instrument::instrument(job, span));
+    }
+
+    /// Whether a job `id` is running here now.
+    pub fn is_running(&self, id: JobId) -> bool {
+        self.running.lock().is_ok_and(|running| running.contains_key(&id))
     }
 
     /// Cancels the running job `id`. Returns whether it was running.

@@ -18,6 +18,10 @@ use super::pool::Checkout;
 use super::stats::AcquireResult;
 use super::{Database, JobSession, LockError, Session};
 
+/// How long a delivered cancel may take to end a lock wait before the
+/// backend is terminated instead.
+const CANCEL_TAKES_EFFECT: Duration = Duration::from_secs(5);
+
 /// How an entity is locked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LockMode {
@@ -230,12 +234,17 @@ async fn wait_for_grant(
                 Ok(Err(e)) if session.absorb_stale_cancel(&e) => Waited::HitByStaleCancel,
                 Ok(answer) => Waited::Answered(answer),
                 Err(_elapsed) if session.cancel_running().await => {
-                    let settled = waiting.await;
-                    if let Err(e) = &settled {
-                        // Our own cancel, seen: not stale any more.
-                        session.absorb_stale_cancel(e);
+                    match tokio::time::timeout(CANCEL_TAKES_EFFECT, waiting).await {
+                        Ok(settled) => {
+                            if let Err(e) = &settled {
+                                // Our own cancel, seen: not stale any more.
+                                session.absorb_stale_cancel(e);
+                            }
+                            Waited::Cancelled(settled)
+                        }
+                        // Delivered but without effect: only ending the backend stops it.
+                        Err(_still_waiting) => Waited::CancelFailed,
                     }
-                    Waited::Cancelled(settled)
                 }
                 Err(_elapsed) => Waited::CancelFailed,
             }

@@ -179,6 +179,12 @@ impl Queue {
                 tracing::debug!(error = %e, "queue connection ended");
             }
         });
+        // Queue statements never wait long for a row a producer's open
+        // transaction holds (a renewal must not hang behind `pinlock.cancel`).
+        client
+            .batch_execute("SET lock_timeout = '2s'; SET statement_timeout = '30s'")
+            .await
+            .map_err(DbError::query("setting up the queue connection"))?;
         let client = Arc::new(client);
         *slot = Some(client.clone());
         Ok(client)

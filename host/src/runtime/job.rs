@@ -107,9 +107,11 @@ impl Runtime {
                     Err(trap) => Ended::Trapped(trap),
                 }
             };
+            // Cancel first: a job cancelled before it starts never runs its guest.
             tokio::select! {
-                ended = tokio::time::timeout(limit, call) => ended.unwrap_or(Ended::TimedOut),
+                biased;
                 () = cancel.cancelled() => Ended::Cancelled,
+                ended = tokio::time::timeout(limit, call) => ended.unwrap_or(Ended::TimedOut),
             }
         };
         let result = match ended {

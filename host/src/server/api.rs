@@ -236,7 +236,9 @@ async fn run(State(service): State<Arc<Service>>, body: Body) -> Result<Response
         Ok(Ok(outcome)) => {
             let (state, output, error) = match &outcome.result {
                 Ok(bytes) => ("succeeded", Some(output_value(bytes)), None),
-                Err(JobError::Cancelled) => ("cancelled", None, Some(JobError::Cancelled.to_string())),
+                // Cancelled on request, or stopped by this host (drain) and given
+                // back to the queue: the job's record says which.
+                Err(JobError::Cancelled) => ("stopped", None, Some(format!("stopped on this host; see /v1/jobs/{id}"))),
                 Err(e) => ("failed", None, Some(e.to_string())),
             };
             Ok(Json(json!({ "id": id, "state": state, "output": output, "error": error })).into_response())

@@ -122,7 +122,9 @@ impl Service {
     }
 
     fn start_claimed(self: &Arc<Self>, job: Claimed) {
-        let worker = self.workers.get(&job.worker);
+        // Rescued from under this host while still running here, then claimed
+        // back: the run in progress goes on (its lost lease cancels it).
+        let worker = self.workers.get(&job.worker).filter(|_| !self.scheduler.is_running(job.id));
         let slots = worker.map(|w| (w.slots.clone().try_acquire_owned(), self.scheduler.try_slot()));
         match (worker, slots) {
             (Some(worker), Some((Ok(permit), Some(slot)))) => {
@@ -220,7 +222,11 @@ impl Service {
                 continue;
             }
             let sent = Instant::now();
-            match self.queue.renew(&running, lease).await {
+            // A renewal that hangs (a row lock, a dead socket) counts as failed.
+            let renewing = tokio::time::timeout(every, self.queue.renew(&running, lease)).await;
+            let renewing =
+                renewing.unwrap_or_else(|_| Err(crate::db::DbError::Config("lease renewal timed out".into())));
+            match renewing {
                 Ok(renewed) => {
                     last_renewed = sent;
                     let kept: HashSet<i64> = renewed.iter().map(|(id, _)| *id).collect();
@@ -246,7 +252,7 @@ impl Service {
     /// Rescues expired leases and prunes finished jobs, forever.
     pub(crate) async fn janitor(self: Arc<Self>) {
         let retention = Duration::from_secs(self.config.queue.retention_hours * 3600);
-        let mut last_prune = Instant::now() - PRUNE_EVERY;
+        let mut last_prune: Option<Instant> = None;
         loop {
             let jitter = rand::rng().random_range(0.8..1.2);
             tokio::time::sleep(RESCUE_EVERY.mul_f64(jitter)).await;
@@ -255,8 +261,8 @@ impl Service {
                 Ok(n) => tracing::info!(jobs = n, "rescued jobs whose host stopped renewing"),
                 Err(e) => tracing::warn!(error = %e, "rescuing jobs failed"),
             }
-            if last_prune.elapsed() >= PRUNE_EVERY {
-                last_prune = Instant::now();
+            if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(Instant::now());
                 if let Err(e) = self.queue.prune(retention).await {
                     tracing::warn!(error = %e, "pruning finished jobs failed");
                 }
@@ -282,10 +288,14 @@ impl Service {
 fn classify(outcome: &JobOutcome, draining: bool) -> (Outcome, Option<Vec<u8>>, Option<String>) {
     match &outcome.result {
         Ok(output) => (Outcome::Succeeded, Some(output.clone()), None),
-        // Stopped by the drain: give it back for another host, unless its
-        // cancel was requested (the queue then records it cancelled).
-        Err(JobError::Cancelled) if draining => (Outcome::Released, None, Some("the host drained".into())),
-        Err(JobError::Cancelled) => (Outcome::Cancelled, None, Some("cancelled".into())),
+        // Stopped by this host (drain, lost lease, renewals failing) or on
+        // request: given back either way. The queue records it `cancelled`
+        // only when a cancel was requested (`pinlock.cancel` flags the row),
+        // so a cancel this host made for its own reasons never ends a job.
+        Err(JobError::Cancelled) => {
+            let why = if draining { "the host drained" } else { "stopped by its host" };
+            (Outcome::Released, None, Some(why.into()))
+        }
         Err(e) => (Outcome::Error, None, Some(e.to_string())),
     }
 }

@@ -91,6 +91,9 @@ pub struct Server {
     addr: SocketAddr,
     http: tokio::task::JoinHandle<()>,
     stop_http: CancellationToken,
+    /// Claims jobs; stopped cooperatively (a claim that committed must
+    /// start its jobs, or they would sit `running` with nobody renewing them).
+    dispatcher: tokio::task::JoinHandle<()>,
     loops: Vec<tokio::task::JoinHandle<()>>,
     completer: tokio::task::JoinHandle<()>,
     stop_completer: CancellationToken,
@@ -144,8 +147,8 @@ impl Server {
             let service = service.clone();
             tokio::spawn(async move { service.queue.listen(notice_tx, Duration::from_secs(1)).await })
         };
+        let dispatcher = tokio::spawn(service.clone().dispatch());
         let loops = vec![
-            tokio::spawn(service.clone().dispatch()),
             tokio::spawn(service.clone().keep_leases()),
             tokio::spawn(service.clone().janitor()),
             tokio::spawn(service.clone().on_notices(notice_rx)),
@@ -162,7 +165,7 @@ impl Server {
                 }
             })
         };
-        Ok(Server { service, addr, http, stop_http, loops, completer, stop_completer })
+        Ok(Server { service, addr, http, stop_http, dispatcher, loops, completer, stop_completer })
     }
 
     /// The address it listens on.
@@ -179,6 +182,11 @@ impl Server {
         service.draining.store(true, Ordering::Release);
         service.wake.notify_one();
         tracing::info!(running = service.scheduler.in_flight(), ?grace, "draining");
+        // The dispatcher sees the flag at its next turn; a claim under way
+        // finishes and starts its jobs (they drain like the others).
+        if tokio::time::timeout(Duration::from_secs(35), self.dispatcher).await.is_err() {
+            tracing::warn!("the dispatcher did not stop in time");
+        }
         tokio::pin!(hurry);
         tokio::select! {
             () = service.scheduler.idle() => {}
