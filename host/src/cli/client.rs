@@ -72,22 +72,10 @@ impl ApiArgs {
             .timeout_global(Some(Duration::from_secs(60)))
             .build()
             .into();
-        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}")).unwrap_or_default();
         let response = match (method, body) {
-            ("POST", Some(body)) => {
-                let mut request = agent.post(&url);
-                if let Some(auth) = &auth {
-                    request = request.header("Authorization", auth);
-                }
-                request.send_json(body)
-            }
-            _ => {
-                let mut request = agent.get(&url);
-                if let Some(auth) = &auth {
-                    request = request.header("Authorization", auth);
-                }
-                request.call()
-            }
+            ("POST", Some(body)) => agent.post(&url).header("Authorization", &auth).send_json(body),
+            _ => agent.get(&url).header("Authorization", &auth).call(),
         };
         let mut response = response.with_context(|| format!("cannot reach the pinlock server at {}", self.url))?;
         let status = response.status().as_u16();
@@ -162,7 +150,8 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<ExitCode> {
     let mut query = format!("/v1/jobs?limit={}", args.limit);
     for (key, value) in [("state", &args.state), ("worker", &args.worker)] {
         if let Some(value) = value {
-            if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            // Worker names (and states) need no URL escaping.
+            if !pinlock::server::config::valid_worker_name(value) {
                 bail!("--{key} {value:?}: letters, digits, '-' and '_' only");
             }
             query.push_str(&format!("&{key}={value}"));

@@ -174,7 +174,7 @@ impl Service {
             let draining = self.draining.load(Ordering::Acquire);
             for run in &runs {
                 let (outcome, output, error) = classify(&run.outcome, draining);
-                self.metrics.job_finished(&run.worker, result_label(outcome), &run.outcome);
+                self.metrics.job_finished(&run.worker, outcome.as_str(), &run.outcome);
                 batch.push(Finished { id: run.id, attempt: run.attempt, outcome, output, error });
             }
             self.finish_with_retry(&batch).await;
@@ -297,14 +297,5 @@ fn classify(outcome: &JobOutcome, draining: bool) -> (Outcome, Option<Vec<u8>>, 
             (Outcome::Released, None, Some(why.into()))
         }
         Err(e) => (Outcome::Error, None, Some(e.to_string())),
-    }
-}
-
-fn result_label(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Succeeded => "succeeded",
-        Outcome::Error => "error",
-        Outcome::Cancelled => "cancelled",
-        Outcome::Released => "released",
     }
 }

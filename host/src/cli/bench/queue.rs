@@ -171,7 +171,7 @@ async fn measure(
 
         // The first phase takes turns with `run` and then measures pickups.
         let first = points.is_empty();
-        let mut rounds = Rounds::default();
+        let mut rounds = QueueRound::default();
         for round in 0..plan.queue_rounds {
             for side in turns(round, if first { 2 } else { 1 }) {
                 if side == 0 {
@@ -225,42 +225,20 @@ async fn start_server(
     Server::start(config, target).await.with_context(|| format!("starting queue host {index}"))
 }
 
-/// One batch of jobs through the queue, as the rows tell it.
-struct QueueRound {
-    done: usize,
-    wall: Duration,
-    cpu: Duration,
-    server_cpu: Option<Duration>,
-    enqueues: usize,
-    claims: usize,
-    finishes: usize,
-    per_host: HashMap<String, usize>,
-}
-
-/// Measured rounds of one phase, summed.
+/// Jobs through the queue, as the rows tell it: one batch, or the measured
+/// batches of a phase summed. Rate, CPU and server CPU are scenario 2's [`Rate`].
 #[derive(Default)]
-struct Rounds {
-    rounds: usize,
-    done: usize,
-    wall: Duration,
-    cpu: Duration,
-    server_cpu: Option<Duration>,
+struct QueueRound {
+    rate: Rate,
     enqueues: usize,
     claims: usize,
     finishes: usize,
     per_host: HashMap<String, usize>,
 }
 
-impl Rounds {
+impl QueueRound {
     fn add(&mut self, round: QueueRound) {
-        self.done += round.done;
-        self.wall += round.wall;
-        self.cpu += round.cpu;
-        self.server_cpu = match self.rounds {
-            0 => round.server_cpu,
-            _ => self.server_cpu.zip(round.server_cpu).map(|(sum, round)| sum + round),
-        };
-        self.rounds += 1;
+        self.rate.add(round.rate);
         self.enqueues += round.enqueues;
         self.claims += round.claims;
         self.finishes += round.finishes;
@@ -270,18 +248,19 @@ impl Rounds {
     }
 
     fn point(&self, hosts: usize) -> QueuePoint {
+        let done = self.rate.done;
         let per = |n: usize, d: usize| if d == 0 { 0.0 } else { n as f64 / d as f64 };
         let busiest = self.per_host.values().copied().max().unwrap_or(0);
         QueuePoint {
             hosts,
-            per_sec: per(self.done, 1) / self.wall.as_secs_f64().max(f64::EPSILON),
+            per_sec: self.rate.per_sec(),
             ratio: None,
-            cpu_us: self.cpu.as_secs_f64() * 1e6 / self.done.max(1) as f64,
-            server_cpu_us: self.server_cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / self.done.max(1) as f64),
-            claim_batch: per(self.done, self.claims),
-            finish_batch: per(self.done, self.finishes),
-            commits_per_job: per(self.enqueues + self.claims + self.finishes, self.done),
-            busiest_host_share: per(busiest, self.done),
+            cpu_us: self.rate.cpu_us_each(),
+            server_cpu_us: self.rate.server_cpu_us_each(),
+            claim_batch: per(done, self.claims),
+            finish_batch: per(done, self.finishes),
+            commits_per_job: per(self.enqueues + self.claims + self.finishes, done),
+            busiest_host_share: per(busiest, done),
         }
     }
 }
@@ -327,10 +306,7 @@ async fn run_jobs(producer: &Arc<Queue>, monitor: &Monitor, jobs: Vec<NewJob>) -
         );
     }
     Ok(QueueRound {
-        done: rows.succeeded,
-        wall,
-        cpu,
-        server_cpu,
+        rate: Rate { done: rows.succeeded, wall, cpu, server_cpu, rounds: 1 },
         enqueues,
         claims: rows.claims,
         finishes: rows.finishes,
