@@ -28,6 +28,16 @@ pub struct Settings {
     #[arg(long, env = "PINLOCK_MAX_LOCKS_PER_JOB", default_value_t = DbSettings::default().max_locks_per_job, global = true)]
     pub max_locks_per_job: usize,
 
+    /// How many of the sessions carry many jobs' locks at once (0: a session
+    /// per job, as before multiplexing; see docs/design/sessions.md).
+    #[arg(long, env = "PINLOCK_SHARED_SESSIONS", default_value_t = DbSettings::default().shared_sessions, global = true)]
+    pub shared_sessions: usize,
+
+    /// Most locks one shared session carries (each slows its session's
+    /// statements by ~50 ns).
+    #[arg(long, env = "PINLOCK_MAX_LOCKS_PER_SESSION", default_value_t = DbSettings::default().max_locks_per_session, global = true)]
+    pub max_locks_per_session: usize,
+
     /// Wall-clock limit of one job, in milliseconds.
     #[arg(long, env = "PINLOCK_TIME_LIMIT_MS", default_value_t = RuntimeSettings::default().time_limit.as_millis() as u64, global = true)]
     pub time_limit_ms: u64,
@@ -74,6 +84,8 @@ impl Settings {
             max_sessions: self.max_sessions,
             default_lock_timeout: Duration::from_millis(self.lock_timeout_ms),
             max_locks_per_job: self.max_locks_per_job,
+            shared_sessions: self.shared_sessions,
+            max_locks_per_session: self.max_locks_per_session,
         }
     }
 

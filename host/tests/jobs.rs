@@ -99,9 +99,12 @@ async fn a_cancelled_job_releases_its_locks() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shared_holders_coexist_and_exclusive_waits_for_them() {
+    // Readers and writer on two hosts, so that the writer's wait is the
+    // server's (a local job would wait in the host's lock table instead).
     let Setup { db, observer, entity, key } = setup().await;
+    let readers_host = database().await;
     let shared = json!([{"op": "acquire", "entity": entity, "mode": "shared"}, {"op": "sleep", "ms": 600}]);
-    let readers: Vec<_> = (0..4).map(|_| spawn_script(&db, shared.clone())).collect();
+    let readers: Vec<_> = (0..4).map(|_| spawn_script(&readers_host, shared.clone())).collect();
     let rows = wait_for_locks(&observer, key, |rows| rows.iter().filter(|r| r.granted).count() == 4).await;
     assert_eq!(rows.iter().filter(|r| r.granted && r.mode == "ShareLock").count(), 4, "{rows:?}");
     // An exclusive request waits while the readers hold it.

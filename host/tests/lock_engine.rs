@@ -366,7 +366,8 @@ async fn a_waiter_gets_a_token_larger_than_the_holders_later_grants() {
     let Setup { db, observer, entity, key } = setup().await;
     let holder = db.job_session();
     let first = holder.acquire(entity, LockMode::Exclusive, None).await.expect("holder");
-    let waiter = db.job_session();
+    // Another host, so that the wait is the server's.
+    let waiter = database().await.job_session();
     let waiting = {
         let waiter = waiter.clone();
         tokio::spawn(async move { waiter.acquire(entity, LockMode::Exclusive, Some(Duration::from_secs(5))).await })

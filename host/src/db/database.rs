@@ -1,14 +1,20 @@
 //! A host's handle on PostgreSQL: the session pool, the entity key cache and
 //! the limits every job's locks obey. One per host, shared by all jobs.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 use super::keys::KeyCache;
 use super::pool::SessionPool;
 use super::stats::{Counters, DbStats};
+use super::table::{LockTable, SessionId};
 use super::{DbConfig, DbError, JobSession, migrate};
+
+/// How a waiter in the lock table is woken.
+pub(crate) type Wake = oneshot::Sender<()>;
 
 /// Job ids are unique within a process; `application_name` tells hosts apart.
 static NEXT_JOB_ID: AtomicU64 = AtomicU64::new(1);
@@ -22,17 +28,31 @@ pub struct DbSettings {
     pub default_lock_timeout: Duration,
     /// Most locks one job may hold at once.
     pub max_locks_per_job: usize,
+    /// How many of `max_sessions` carry many jobs' locks at once (0: every
+    /// job gets a session of its own, as before multiplexing).
+    pub shared_sessions: usize,
+    /// Most locks one shared session carries (each held lock slows every
+    /// statement of its session by ~50 ns).
+    pub max_locks_per_session: usize,
 }
 
 impl Default for DbSettings {
     fn default() -> Self {
-        Self { max_sessions: 16, default_lock_timeout: Duration::from_secs(30), max_locks_per_job: 64 }
+        Self {
+            max_sessions: 16,
+            default_lock_timeout: Duration::from_secs(30),
+            max_locks_per_job: 64,
+            shared_sessions: 8,
+            max_locks_per_session: 1024,
+        }
     }
 }
 
 /// The database side of a host.
 pub struct Database {
     pub(crate) pool: SessionPool,
+    /// The host's lock table (see [`super::table`]).
+    pub(crate) table: HostTable,
     pub(crate) keys: KeyCache,
     pub(crate) settings: DbSettings,
     pub(crate) counters: Counters,
@@ -42,8 +62,14 @@ impl Database {
     /// A handle that opens sessions on demand. Does no I/O: a database that is
     /// down shows up as `unavailable` on the first lock call.
     pub fn new(config: DbConfig, settings: DbSettings) -> Arc<Self> {
+        let table = HostTable::default();
+        let on_end = {
+            let table = table.clone();
+            Arc::new(move |session: SessionId| table.wake(|t| t.drop_session(session)))
+        };
         Arc::new(Self {
-            pool: SessionPool::new(config, settings.max_sessions),
+            pool: SessionPool::new(config, settings.max_sessions, settings.shared_sessions, Some(on_end)),
+            table,
             keys: KeyCache::default(),
             settings,
             counters: Counters::default(),
@@ -101,6 +127,7 @@ impl Database {
             locks_held: self.counters.locks_held.load(Ordering::Relaxed),
             sessions_busy,
             sessions_idle,
+            sessions_shared: self.pool.shared_open(),
             sessions_opened: self.pool.sessions_opened(),
             jobs_abandoned: self.jobs_abandoned(),
             late_grants_undone: self.late_grants_undone(),
@@ -109,5 +136,32 @@ impl Database {
 
     pub(crate) fn note_abandoned(&self) {
         self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The host's lock table, shared by the jobs and the sessions' end hooks.
+#[derive(Clone, Default)]
+pub(crate) struct HostTable(Arc<Mutex<LockTable<Wake>>>);
+
+impl HostTable {
+    /// Runs `op` on the table (a poisoned lock still holds a consistent
+    /// table: every operation is a few map updates that cannot panic halfway).
+    pub(crate) fn with<T>(&self, op: impl FnOnce(&mut LockTable<Wake>) -> T) -> T {
+        let mut table = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        op(&mut table)
+    }
+
+    /// Runs `op` and wakes whoever it lets in.
+    pub(crate) fn wake(&self, op: impl FnOnce(&mut LockTable<Wake>) -> Vec<Wake>) {
+        for waiter in self.with(op) {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Takes `job`'s entries for `pairs` out and wakes whoever that lets in.
+    pub(crate) fn leave_all(&self, job: u64, pairs: &[(i64, super::LockMode)]) {
+        if !pairs.is_empty() {
+            self.wake(|t| pairs.iter().flat_map(|&(key, mode)| t.leave(key, job, mode)).collect());
+        }
     }
 }

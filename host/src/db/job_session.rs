@@ -1,25 +1,28 @@
-//! One job's side of the database: the session pinned to the job from its
-//! first lock or key-value call to its end, the grants it holds, the fence
-//! that keeps a job away from the database after its session was lost, and
-//! the clean-up that runs when the job ends, however it ends.
+//! One job's side of the database: the job's home session (shared with
+//! other jobs, or dedicated to it; see `docs/design/sessions.md`), the grants
+//! it holds, the fence that keeps a job away from the database after its
+//! session was lost, and the clean-up that runs when the job ends, however it
+//! ends.
 //!
 //! Rules kept here:
-//! - the session serves this job only, so it never waits for a lock on behalf
-//!   of anyone else while holding this job's locks;
+//! - all of a job's locks live on its home session, and its key-value calls
+//!   run there too, so a write that commits proves those locks were held;
+//!   the home changes (to a dedicated session) only while the job holds none;
+//! - only a dedicated session ever waits for a lock, so a session never waits
+//!   on behalf of one job while holding another's;
 //! - **fail closed**: once the session under the job's grants is lost, every
 //!   grant on it is lost, and every further lock or key-value call of the job
 //!   answers `Lost` without touching the database (on any session) until each
 //!   lost grant has been released, which is how the guest acknowledges the
-//!   loss. Key-value calls run on the session that holds the job's locks, so
-//!   a write that commits proves those locks were held when it committed;
+//!   loss;
 //! - every wait for a session is bounded by the caller's deadline, and a
 //!   try never waits for another job;
-//! - at the end every lock is released (`pg_advisory_unlock_all`) before the
-//!   job's result is reported, on a task of its own: dropping the job's future
-//!   (at any await point) cannot skip it, because dropping the [`JobSession`]
-//!   starts the same clean-up. A session that may still receive a cancel or
-//!   hold an untracked lock is closed, never reused (see [`super::session`]
-//!   for the stale-cancel story).
+//! - at the end every lock is released before the job's result is reported,
+//!   on a task of its own: dropping the job's future (at any await point)
+//!   cannot skip it, because dropping the [`JobSession`] starts the same
+//!   clean-up. A dedicated session that may still receive a cancel or hold an
+//!   untracked lock is closed, never reused (see [`super::session`] for the
+//!   stale-cancel story); a shared session whose unlock fails is closed too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -30,7 +33,8 @@ use tokio::sync::Mutex;
 
 use super::error::{code_of, describe, sqlstate};
 use super::locks::{GrantId, Held, LockMode};
-use super::pool::{Checkout, CheckoutError, PinnedSession};
+use super::pool::{Checkout, CheckoutError, PinnedSession, SharedSession};
+use super::database::HostTable;
 use super::{Database, LockError, Session};
 use crate::latency::CompactHist;
 
@@ -81,7 +85,7 @@ pub struct JobSession {
 /// is never contended except by the end-of-job clean-up.
 #[derive(Default)]
 pub(crate) struct JobLocks {
-    session: Option<PinnedSession>,
+    session: Option<Home>,
     pub(crate) held: HashMap<GrantId, Held>,
     /// How many grants of this job stand on each (key, mode). The server is
     /// asked once per (key, mode); further grants of the same pair are counted
@@ -95,17 +99,46 @@ pub(crate) struct JobLocks {
     pub(crate) stats: LockStats,
     /// The host's count of locks held (see [`super::stats`]).
     held_gauge: Arc<AtomicI64>,
+    /// The host's lock table, where each (key, mode) in `counts` has an entry.
+    pub(crate) table: HostTable,
+    pub(crate) job_id: u64,
 }
 
-/// A session taken from a job at its end, with what it still held.
+/// Where a job's locks live.
+pub(crate) enum Home {
+    /// A session of its own: it may wait for a lock.
+    Dedicated(PinnedSession),
+    /// A session it shares with other jobs: it never waits.
+    Shared(Arc<SharedSession>),
+}
+
+impl std::ops::Deref for Home {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        match self {
+            Home::Dedicated(session) => session,
+            Home::Shared(session) => session,
+        }
+    }
+}
+
+/// A session taken from a job at its end, with what it still held: the
+/// (key, mode) pairs it holds on the server, one lock each.
 struct Ending {
-    session: PinnedSession,
+    job_id: u64,
+    session: Home,
     held: usize,
+    pairs: Vec<(i64, LockMode)>,
 }
 
 impl JobSession {
     pub(crate) fn new(db: Arc<Database>, job_id: u64) -> Self {
-        let state = JobLocks { held_gauge: db.counters.locks_held.clone(), ..JobLocks::default() };
+        let state = JobLocks {
+            held_gauge: db.counters.locks_held.clone(),
+            table: db.table.clone(),
+            job_id,
+            ..JobLocks::default()
+        };
         Self { db, job_id, state: Mutex::new(state), deadline: OnceLock::new(), max_locks: OnceLock::new() }
     }
 
@@ -158,7 +191,9 @@ impl JobSession {
         };
         if ending.is_clean() {
             // Nothing to send: no await, so nothing a drop could interrupt.
-            self.db.pool.return_idle(ending.session);
+            if let Home::Dedicated(session) = ending.session {
+                self.db.pool.return_idle(session);
+            }
             return ReleaseOutcome::NothingHeld;
         }
         match tokio::spawn(settle(self.db.clone(), ending)).await {
@@ -184,27 +219,73 @@ impl Drop for JobSession {
             }
             // No runtime left (the process is shutting down): closing the
             // socket makes the server end the backend and free its locks.
-            Err(_) => ending.session.abort_connection(),
+            Err(_) => {
+                ending.session.abort_connection();
+                self.db.table.leave_all(ending.job_id, &ending.pairs);
+            }
         }
     }
 }
 
 impl Ending {
-    /// Whether the session can go back to the pool as it is: alive, holding
-    /// nothing, nothing in flight, no cancel on its way.
+    /// Whether the session can go back to the pool (or stay shared) as it
+    /// is: alive, holding nothing of the job's, nothing in flight, no cancel
+    /// on its way.
     fn is_clean(&self) -> bool {
         let session = &self.session;
-        self.held == 0
-            && !session.is_lost()
-            && !session.interrupted()
-            && !session.is_suspect()
-            && !session.cancel_may_arrive()
+        match session {
+            Home::Shared(_) => self.held == 0,
+            Home::Dedicated(_) => {
+                self.held == 0
+                    && !session.is_lost()
+                    && !session.interrupted()
+                    && !session.is_suspect()
+                    && !session.cancel_may_arrive()
+            }
+        }
     }
+
 }
 
 /// Unlocks what an ended job's session still holds, then gives the session
-/// back to the pool or closes it.
-async fn settle(db: Arc<Database>, Ending { session, held }: Ending) -> ReleaseOutcome {
+/// back to the pool (or leaves it shared) or closes it, and only then lets
+/// local waiters in.
+async fn settle(db: Arc<Database>, ending: Ending) -> ReleaseOutcome {
+    let Ending { job_id, session, held, pairs } = ending;
+    let outcome = match session {
+        Home::Shared(shared) => settle_shared(&db, &shared, &pairs).await,
+        Home::Dedicated(session) => settle_dedicated(&db, session, held).await,
+    };
+    db.table.leave_all(job_id, &pairs);
+    outcome
+}
+
+/// Unlocks a job's locks on a shared session one by one (pipelined); when
+/// that fails the session is closed, since whether they are held is unknown.
+async fn settle_shared(db: &Database, shared: &Arc<SharedSession>, pairs: &[(i64, LockMode)]) -> ReleaseOutcome {
+    if shared.is_lost() {
+        return ReleaseOutcome::Closed { reason: "session lost".into() };
+    }
+    let unlocks = futures_util::future::join_all(pairs.iter().map(|&(key, mode)| super::locks::unlock(shared, key, mode)));
+    match tokio::time::timeout(RELEASE_ALL_TIMEOUT, unlocks).await {
+        Ok(answers) if answers.iter().all(Result::is_ok) => {
+            shared.sub_locks(pairs.len());
+            ReleaseOutcome::Released { count: pairs.len() }
+        }
+        answers => {
+            let why = match answers {
+                Ok(answers) => answers.into_iter().find_map(Result::err).map_or_else(String::new, |e| describe(&e)),
+                Err(_) => format!("no answer within {RELEASE_ALL_TIMEOUT:?}"),
+            };
+            db.pool.close_shared(shared).await;
+            ReleaseOutcome::Closed { reason: format!("unlock on a shared session failed ({why}); session closed") }
+        }
+    }
+}
+
+/// Unlocks what a dedicated session still holds, then gives it back to the
+/// pool or closes it.
+async fn settle_dedicated(db: &Database, session: PinnedSession, held: usize) -> ReleaseOutcome {
     if session.is_lost() {
         return ReleaseOutcome::Closed { reason: "session lost".into() };
     }
@@ -243,9 +324,15 @@ impl JobLocks {
         }
         self.held.clear();
         self.held_gauge.fetch_sub(held as i64, Ordering::Relaxed);
-        self.counts.clear();
+        let pairs: Vec<(i64, LockMode)> = self.counts.drain().map(|(pair, _)| pair).collect();
         self.lost.clear();
-        self.session.take().map(|session| Ending { session, held })
+        match self.session.take() {
+            Some(session) => Some(Ending { job_id: self.job_id, session, held, pairs }),
+            None => {
+                self.table.leave_all(self.job_id, &pairs);
+                None
+            }
+        }
     }
 
     /// Lets a call through to the database, or answers `Lost` while a lost
@@ -258,26 +345,39 @@ impl JobLocks {
         if self.lost.is_empty() { Ok(()) } else { Err(LockError::Lost) }
     }
 
-    /// Admits the call and makes sure the job has a session, checking one
-    /// out (waiting as `wait` allows) on first use.
-    pub(crate) async fn session(&mut self, db: &Database, wait: Checkout) -> Result<&PinnedSession, LockError> {
+    /// Admits the call and makes sure the job has a home session, placing it
+    /// on a shared one (or checking out a dedicated one when the host shares
+    /// none) on first use, waiting as `wait` allows.
+    pub(crate) async fn session(&mut self, db: &Database, wait: Checkout) -> Result<&Session, LockError> {
         self.admit()?;
         let session = match self.session.take() {
             Some(session) => session,
-            None => db.pool.checkout(wait).await.map_err(|e| match e {
-                CheckoutError::TimedOut => LockError::Timeout,
-                CheckoutError::Busy { max } => {
-                    LockError::Unavailable(format!("all {max} database sessions of this host are in use"))
-                }
-                CheckoutError::Open(e) => LockError::Unavailable(e.to_string()),
-            })?,
+            None if db.pool.shares() => Home::Shared(db.pool.place(wait).await.map_err(checkout_error)?),
+            None => Home::Dedicated(db.pool.checkout(wait).await.map_err(checkout_error)?),
         };
         Ok(self.session.insert(session))
     }
 
+    /// Moves a job that holds no lock to a session of its own, so that it
+    /// may wait for one there.
+    pub(crate) async fn move_to_dedicated(&mut self, db: &Database, wait: Checkout) -> Result<(), LockError> {
+        debug_assert!(self.counts.is_empty(), "a job's locks never leave its home");
+        self.session = None;
+        self.session = Some(Home::Dedicated(db.pool.checkout(wait).await.map_err(checkout_error)?));
+        Ok(())
+    }
+
     /// The job's session; call [`JobLocks::session`] first.
-    pub(crate) fn pinned(&self) -> Result<&PinnedSession, LockError> {
-        self.session.as_ref().ok_or_else(|| LockError::Unavailable("no database session".into()))
+    pub(crate) fn pinned(&self) -> Result<&Session, LockError> {
+        self.session.as_deref().ok_or_else(|| LockError::Unavailable("no database session".into()))
+    }
+
+    /// The job's home when it is shared with other jobs.
+    pub(crate) fn shared_home(&self) -> Option<&Arc<SharedSession>> {
+        match &self.session {
+            Some(Home::Shared(shared)) => Some(shared),
+            _ => None,
+        }
     }
 
     /// Whether the session is there and not known to be lost.
@@ -296,7 +396,10 @@ impl JobLocks {
             self.stats.holds.record(now - held.granted_at);
             self.lost.insert(id);
         }
-        self.counts.clear();
+        // The server freed them with the session (or will, as it ends):
+        // local jobs may ask for them again; the server arbitrates.
+        let pairs: Vec<(i64, LockMode)> = self.counts.drain().map(|(pair, _)| pair).collect();
+        self.table.leave_all(self.job_id, &pairs);
         held_any
     }
 
@@ -311,7 +414,7 @@ impl JobLocks {
     pub(crate) async fn kill_because(&mut self, db: &Database, cause: LockError) -> LockError {
         let session = self.session.take();
         let lost = self.retire_because(cause);
-        if let Some(session) = session
+        if let Some(Home::Dedicated(session)) = session
             && let Err(e) = db.pool.terminate(session).await
         {
             tracing::warn!(error = %e, "terminating a stuck session failed");
@@ -362,6 +465,17 @@ impl JobLocks {
             }
             _ => LockError::Unavailable(describe(err)),
         }
+    }
+}
+
+/// What the guest sees when no session could be had.
+fn checkout_error(e: CheckoutError) -> LockError {
+    match e {
+        CheckoutError::TimedOut => LockError::Timeout,
+        CheckoutError::Busy { max } => {
+            LockError::Unavailable(format!("all {max} database sessions of this host are in use"))
+        }
+        CheckoutError::Open(e) => LockError::Unavailable(e.to_string()),
     }
 }
 

@@ -1,5 +1,8 @@
 //! The lock engine: acquire (waiting, cancellable, time-limited), try-acquire,
-//! release and `is_held`, all on the job's pinned session.
+//! release and `is_held`, all on the job's home session, behind the host's
+//! lock table (see `docs/design/sessions.md`): a request enters the table
+//! first and waits there for local holders; only then does it go to the
+//! server, with a try on a shared home, or a wait on a dedicated one.
 //!
 //! A timed-out wait is cancelled with the session's cancel token and then
 //! awaited to its end, because dropping the future would not stop the server
@@ -8,19 +11,27 @@
 //! `pg_locks` whether it holds the key and unlocks it if so. What a late
 //! cancel does to the statements after it is told in [`super::session`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::error::{code_of, sqlstate};
 use super::job_session::JobLocks;
-use super::pool::Checkout;
+use super::pool::{Checkout, SharedSession};
 use super::stats::AcquireResult;
+use super::table::{Entered, Ticket, Withdrawn};
 use super::{Database, JobSession, LockError, Session};
 
 /// How long a delivered cancel may take to end a lock wait before the
 /// backend is terminated instead.
 const CANCEL_TAKES_EFFECT: Duration = Duration::from_secs(5);
+
+/// First and longest pause between tries of a job that waits for another
+/// host from a shared session.
+const POLL_FIRST: Duration = Duration::from_millis(1);
+const POLL_MAX: Duration = Duration::from_millis(25);
 
 /// How an entity is locked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,18 +120,110 @@ impl JobSession {
             Ok(key) => key,
             Err(e) => return Err(state.classify_failure(&e)),
         };
-        let fence = if state.counts.contains_key(&(key, mode)) {
-            Some(next_fence(state).await?)
-        } else if try_only {
-            try_lock(state, key, mode).await?
-        } else if deadline <= tokio::time::Instant::now() {
-            // The job's deadline (or the session wait) used up the time: one
-            // look without waiting, never a wait that needs cancelling.
-            Some(try_lock(state, key, mode).await?.ok_or(LockError::Timeout)?)
-        } else {
-            Some(wait_for_grant(state, &self.db, key, mode, deadline).await?)
+        if state.counts.contains_key(&(key, mode)) {
+            // Stacked on a grant the job holds: the server is not asked again.
+            let fence = next_fence(state).await?;
+            return Ok(Some(record_grant(state, entity, key, mode, fence, started)));
+        }
+        let Some(claim) = self.claim(key, mode, try_only, deadline).await? else {
+            return Ok(None);
         };
-        Ok(fence.map(|fence| record_grant(state, entity, key, mode, fence, started)))
+        let fence = match state.shared_home().cloned() {
+            Some(shared) => self.grant_from_shared(state, &shared, key, mode, try_only, deadline).await?,
+            None => grant_from_dedicated(state, &self.db, key, mode, try_only, deadline).await?,
+        };
+        let Some(fence) = fence else { return Ok(None) };
+        claim.keep();
+        let grant = record_grant(state, entity, key, mode, fence, started);
+        if let Ok(session) = state.pinned() {
+            let id = session.id();
+            self.db.table.with(|t| t.granted_on(key, self.job_id, mode, id));
+        }
+        Ok(Some(grant))
+    }
+
+    /// Enters the host's lock table for `key`: at once when no local job
+    /// holds it in a conflicting mode, else after waiting in its queue until
+    /// `deadline` (a try does not wait: `None`). The claim leaves the table
+    /// again when dropped, unless kept.
+    async fn claim(
+        &self,
+        key: i64,
+        mode: LockMode,
+        try_only: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Claim<'_>>, LockError> {
+        let job = self.job_id;
+        let mut claim = Claim { db: &self.db, key, job, mode, queued: None, kept: false };
+        if try_only {
+            return Ok(self.db.table.with(|t| t.try_enter(key, job, mode)).then_some(claim));
+        }
+        let (wake, woken) = oneshot::channel();
+        match self.db.table.with(|t| t.enter(key, job, mode, wake)) {
+            Entered::Admitted => Ok(Some(claim)),
+            Entered::Deadlock => Err(LockError::Deadlock),
+            Entered::Queued(ticket) => {
+                claim.queued = Some(ticket);
+                match tokio::time::timeout_at(deadline, woken).await {
+                    Ok(Ok(())) => {
+                        self.db.table.with(|t| t.collect(ticket));
+                        claim.queued = None;
+                        if deadline <= tokio::time::Instant::now() {
+                            return Err(LockError::Timeout);
+                        }
+                        Ok(Some(claim))
+                    }
+                    // Timed out (dropping the claim withdraws it), or the
+                    // table went away with the host.
+                    _ => Err(LockError::Timeout),
+                }
+            }
+        }
+    }
+
+    /// The server side of a grant for a job whose home is shared: a try
+    /// there; if another host holds the key, a wait on a dedicated session
+    /// when the job holds nothing yet, else tries from the home until the
+    /// deadline.
+    async fn grant_from_shared(
+        &self,
+        state: &mut JobLocks,
+        shared: &Arc<SharedSession>,
+        key: i64,
+        mode: LockMode,
+        try_only: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<u64>, LockError> {
+        let cap = self.db.settings.max_locks_per_session;
+        if shared.locks() >= cap {
+            return Err(LockError::LimitExceeded(format!(
+                "this host's shared database session carries its limit of {cap} locks"
+            )));
+        }
+        if let Some(fence) = try_on_shared(state, shared, key, mode).await? {
+            return Ok(Some(fence));
+        }
+        if try_only {
+            return Ok(None);
+        }
+        if state.counts.is_empty() {
+            state.move_to_dedicated(&self.db, Checkout::Until(deadline)).await?;
+            return grant_from_dedicated(state, &self.db, key, mode, false, deadline).await;
+        }
+        let mut pause = POLL_FIRST;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(LockError::Timeout);
+            }
+            let jitter = Duration::from_micros(rand::random_range(0..=pause.as_micros() as u64 / 2));
+            tokio::time::sleep_until((now + pause + jitter).min(deadline)).await;
+            state.admit()?;
+            if let Some(fence) = try_on_shared(state, shared, key, mode).await? {
+                return Ok(Some(fence));
+            }
+            pause = (pause * 2).min(POLL_MAX);
+        }
     }
 
     /// Releases one grant. `Lost` when its session was lost before; that
@@ -149,11 +252,18 @@ impl JobSession {
                 state.counts.remove(&pair);
             }
         }
+        if let Some(shared) = state.shared_home().cloned() {
+            release_on_shared(&self.db, shared, self.job_id, pair);
+            return Ok(());
+        }
         let session = state.pinned()?;
         match unlock(session, held.key, held.mode).await {
             // `false` only after a stale cancel hit the first attempt after
             // it had unlocked: released either way.
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.db.table.leave_all(self.job_id, &[pair]);
+                Ok(())
+            }
             Err(e) => {
                 let err = state.classify_failure(&e);
                 if !state.session_alive() {
@@ -175,6 +285,119 @@ impl JobSession {
         let state = self.state.lock().await;
         state.held.contains_key(&id) && state.session_alive()
     }
+}
+
+/// A claim on a key in the host's lock table, given back when dropped
+/// (the wait timed out, the server did not grant, or the job's future was
+/// dropped) unless [`Claim::keep`] was called.
+struct Claim<'a> {
+    db: &'a Database,
+    key: i64,
+    job: u64,
+    mode: LockMode,
+    /// Still queued under this ticket.
+    queued: Option<Ticket>,
+    kept: bool,
+}
+
+impl Claim<'_> {
+    /// The server granted it: the entry stays until the job releases it.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let (key, job, mode) = (self.key, self.job, self.mode);
+        let queued = self.queued;
+        self.db.table.wake(|t| match queued {
+            None => t.leave(key, job, mode),
+            Some(ticket) => {
+                let (withdrawn, mut woken) = t.withdraw(key, job, ticket);
+                if withdrawn == Withdrawn::WasAdmitted {
+                    woken.extend(t.leave(key, job, mode));
+                }
+                woken
+            }
+        });
+    }
+}
+
+/// The server side of a grant on a dedicated session: a try, or a
+/// cancellable wait until `deadline`.
+async fn grant_from_dedicated(
+    state: &mut JobLocks,
+    db: &Database,
+    key: i64,
+    mode: LockMode,
+    try_only: bool,
+    deadline: tokio::time::Instant,
+) -> Result<Option<u64>, LockError> {
+    if try_only {
+        try_lock(state, key, mode).await
+    } else if deadline <= tokio::time::Instant::now() {
+        // The job's deadline (or the session wait) used up the time: one
+        // look without waiting, never a wait that needs cancelling.
+        Ok(Some(try_lock(state, key, mode).await?.ok_or(LockError::Timeout)?))
+    } else {
+        Ok(Some(wait_for_grant(state, db, key, mode, deadline).await?))
+    }
+}
+
+/// `pg_try_advisory_lock*` on a shared session, on a task of its own: if
+/// the job goes away before the answer, the task unlocks what was granted,
+/// so no grant is left that nobody tracks.
+async fn try_on_shared(
+    state: &mut JobLocks,
+    shared: &Arc<SharedSession>,
+    key: i64,
+    mode: LockMode,
+) -> Result<Option<u64>, LockError> {
+    let (answer, answered) = oneshot::channel();
+    let session = shared.clone();
+    tokio::spawn(async move {
+        let result = session
+            .client
+            .query_one(session.stmts.try_lock(mode), &[&key])
+            .await
+            .and_then(|row| row.try_get::<_, Option<i64>>(0));
+        if let Ok(Some(_)) = &result {
+            session.add_locks(1);
+        }
+        if let Err(Ok(Some(_))) = answer.send(result) {
+            // Nobody took the grant: give it back.
+            if unlock(&session, key, mode).await.is_ok() {
+                session.sub_locks(1);
+            }
+        }
+    });
+    match answered.await {
+        Ok(Ok(fence)) => Ok(fence.map(|f| f as u64)),
+        Ok(Err(e)) => Err(state.classify_failure(&e)),
+        Err(_task_gone) => Err(LockError::Unavailable("the lock statement's task ended without an answer".into())),
+    }
+}
+
+/// Sends the unlock of `pair` on a shared session without waiting for it;
+/// the table lets local waiters in once the server has it. If the unlock
+/// fails, whether the lock is held is unknown: the session is closed.
+fn release_on_shared(db: &Arc<Database>, shared: Arc<SharedSession>, job: u64, pair: (i64, LockMode)) {
+    let db = db.clone();
+    tokio::spawn(async move {
+        let (key, mode) = pair;
+        match unlock(&shared, key, mode).await {
+            Ok(_) => shared.sub_locks(1),
+            Err(e) => {
+                tracing::warn!(error = %super::error::describe(&e), "unlock on a shared session failed; closing it");
+                db.pool.close_shared(&shared).await;
+            }
+        }
+        db.table.leave_all(job, &[pair]);
+    });
 }
 
 fn record_grant(state: &mut JobLocks, entity: Uuid, key: i64, mode: LockMode, fence: u64, started: Instant) -> Grant {
@@ -329,7 +552,8 @@ async fn unlock_late_grant(state: &mut JobLocks, db: &Database, key: i64, mode: 
     }
 }
 
-async fn unlock(session: &Session, key: i64, mode: LockMode) -> Result<bool, tokio_postgres::Error> {
+/// `pg_advisory_unlock*` of one lock on `session`.
+pub(crate) async fn unlock(session: &Session, key: i64, mode: LockMode) -> Result<bool, tokio_postgres::Error> {
     session.query_one(session.stmts.unlock(mode), &[&key]).await?.try_get(0)
 }
 

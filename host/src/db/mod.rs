@@ -19,6 +19,7 @@ mod pool;
 mod session;
 mod sql;
 mod stats;
+mod table;
 
 pub use connect::DbConfig;
 pub use database::{Database, DbSettings};

@@ -1,16 +1,23 @@
-//! The bounded set of sessions a host uses. A job checks one out and keeps it
-//! pinned until it ends; only a session that holds no lock, has nothing in
-//! flight and is healthy comes back for reuse. Every other session is closed,
-//! which makes the server drop whatever it held. Jobs beyond the bound wait,
-//! each no longer than its own deadline; a try does not wait at all.
+//! The bounded set of sessions a host uses, of two kinds (see
+//! `docs/design/sessions.md`):
+//! - a **dedicated** session is checked out by one job and kept pinned until
+//!   it ends; only a session that holds no lock, has nothing in flight and is
+//!   healthy comes back for reuse. Every other one is closed, which makes the
+//!   server drop whatever it held;
+//! - a **shared** session carries many jobs' locks and never runs a statement
+//!   that waits for another session; it stays open while it is healthy.
+//!
+//! Both count against one bound. Jobs beyond it wait, each no longer than its
+//! own deadline; a try does not wait at all.
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::describe;
+use super::session::OnEnd;
 use super::{DbConfig, DbError, Session, sql};
 
 /// How long a checkout may wait for a free place.
@@ -41,8 +48,46 @@ pub(crate) struct SessionPool {
     config: DbConfig,
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<Session>>,
+    /// The shared sessions open now.
+    shared: tokio::sync::Mutex<Vec<Arc<SharedSession>>>,
+    max_shared: usize,
     max: usize,
     opened: AtomicU64,
+    on_end: Option<OnEnd>,
+}
+
+/// A session many jobs' locks live on. It only ever runs statements that do
+/// not wait for another session. Jobs hold it by `Arc`: its tenants are the
+/// `Arc`s other than the pool's.
+pub(crate) struct SharedSession {
+    session: Session,
+    /// Server locks held on it now, all jobs together.
+    locks: AtomicUsize,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for SharedSession {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl SharedSession {
+    /// Counts `n` more server locks held on it.
+    pub(crate) fn add_locks(&self, n: usize) {
+        self.locks.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` fewer.
+    pub(crate) fn sub_locks(&self, n: usize) {
+        let _ = self.locks.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| Some(l.saturating_sub(n)));
+    }
+
+    /// Server locks held on it now.
+    pub(crate) fn locks(&self) -> usize {
+        self.locks.load(Ordering::Relaxed)
+    }
 }
 
 /// A session checked out of the pool, pinned to one holder.
@@ -59,40 +104,80 @@ impl std::ops::Deref for PinnedSession {
 }
 
 impl SessionPool {
-    pub(crate) fn new(config: DbConfig, max: usize) -> Self {
+    /// A pool of at most `max` sessions, `max_shared` of them shared;
+    /// `on_end` runs whenever one of its sessions' connection ends.
+    pub(crate) fn new(config: DbConfig, max: usize, max_shared: usize, on_end: Option<OnEnd>) -> Self {
         let max = max.max(1);
         Self {
             config,
             permits: Arc::new(Semaphore::new(max)),
             idle: Mutex::new(Vec::new()),
+            shared: tokio::sync::Mutex::new(Vec::new()),
+            // At least one place stays for dedicated sessions, the only ones
+            // that may wait for a lock.
+            max_shared: max_shared.min(max - 1),
             max,
             opened: AtomicU64::new(0),
+            on_end,
         }
     }
 
-    /// Takes a free place (waiting as `wait` allows), then reuses an idle
-    /// session or opens one. Opening is bounded by the deadline too.
-    pub(crate) async fn checkout(&self, wait: Checkout) -> Result<PinnedSession, CheckoutError> {
-        let permit = match wait {
-            Checkout::Now => {
-                self.permits.clone().try_acquire_owned().map_err(|_| CheckoutError::Busy { max: self.max })?
-            }
-            Checkout::Until(deadline) => {
-                match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
-                    Ok(Ok(permit)) => permit,
-                    Ok(Err(_closed)) => {
-                        return Err(CheckoutError::Open(DbError::Config("the session pool was closed".into())));
-                    }
-                    Err(_elapsed) => return Err(CheckoutError::TimedOut),
-                }
-            }
-        };
-        while let Some(session) = self.pop_idle() {
-            if !session.is_lost() {
-                return Ok(PinnedSession { session, _permit: permit });
-            }
+    /// Whether jobs start on shared sessions.
+    pub(crate) fn shares(&self) -> bool {
+        self.max_shared > 0
+    }
+
+    /// A shared session for a new tenant: an unused one if there is one, else
+    /// a new one while the bound allows, else the one carrying the fewest
+    /// locks. Waits for a place (as `wait` allows) only when none is open.
+    pub(crate) async fn place(&self, wait: Checkout) -> Result<Arc<SharedSession>, CheckoutError> {
+        let mut shared = self.shared.lock().await;
+        shared.retain(|s| !s.is_lost());
+        let least = shared.iter().min_by_key(|s| (Arc::strong_count(s), s.locks())).cloned();
+        if let Some(least) = &least
+            && (Arc::strong_count(least) == 1 || shared.len() >= self.max_shared)
+        {
+            return Ok(least.clone());
         }
-        let opening = Session::open(&self.config);
+        let permit = match (self.permits.clone().try_acquire_owned(), least) {
+            (Ok(permit), _) => permit,
+            // No place free: share the least loaded rather than wait.
+            (Err(_), Some(least)) => return Ok(least),
+            (Err(_), None) => self.permit(wait).await?,
+        };
+        let session = self.open(wait).await?;
+        let session = Arc::new(SharedSession { session, locks: AtomicUsize::new(0), _permit: permit });
+        shared.push(session.clone());
+        Ok(session)
+    }
+
+    /// Closes a shared session at once (when in doubt whether a lock is
+    /// held): the server ends its backend and frees its locks; its tenants
+    /// find it lost.
+    pub(crate) async fn close_shared(&self, session: &Arc<SharedSession>) {
+        session.abort_connection();
+        self.shared.lock().await.retain(|s| !Arc::ptr_eq(s, session));
+        let pid = session.backend_pid();
+        let terminated = self.config.with_client(async |client| client.query_one(sql::TERMINATE, &[&pid]).await).await;
+        if let Err(e) = terminated.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| describe(&e))) {
+            tracing::warn!(pid, error = %e, "terminating a shared session failed; its socket is closed");
+        }
+    }
+
+    async fn permit(&self, wait: Checkout) -> Result<OwnedSemaphorePermit, CheckoutError> {
+        match wait {
+            Checkout::Now => self.permits.clone().try_acquire_owned().map_err(|_| CheckoutError::Busy { max: self.max }),
+            Checkout::Until(deadline) => match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => Ok(permit),
+                Ok(Err(_closed)) => Err(CheckoutError::Open(DbError::Config("the session pool was closed".into()))),
+                Err(_elapsed) => Err(CheckoutError::TimedOut),
+            },
+        }
+    }
+
+    /// Opens a session, bounded by the deadline.
+    async fn open(&self, wait: Checkout) -> Result<Session, CheckoutError> {
+        let opening = Session::open(&self.config, self.on_end.clone());
         let session = match wait {
             Checkout::Now => opening.await,
             Checkout::Until(deadline) => {
@@ -101,6 +186,19 @@ impl SessionPool {
         }
         .map_err(CheckoutError::Open)?;
         self.opened.fetch_add(1, Ordering::Relaxed);
+        Ok(session)
+    }
+
+    /// Takes a free place (waiting as `wait` allows), then reuses an idle
+    /// session or opens one. Opening is bounded by the deadline too.
+    pub(crate) async fn checkout(&self, wait: Checkout) -> Result<PinnedSession, CheckoutError> {
+        let permit = self.permit(wait).await?;
+        while let Some(session) = self.pop_idle() {
+            if !session.is_lost() {
+                return Ok(PinnedSession { session, _permit: permit });
+            }
+        }
+        let session = self.open(wait).await?;
         Ok(PinnedSession { session, _permit: permit })
     }
 
@@ -138,6 +236,11 @@ impl SessionPool {
 
     fn pop_idle(&self) -> Option<Session> {
         self.idle.lock().ok()?.pop()
+    }
+
+    /// Shared sessions open now.
+    pub(crate) fn shared_open(&self) -> usize {
+        self.shared.try_lock().map(|s| s.len()).unwrap_or(0)
     }
 
     /// Sessions checked out now, and sessions idle now.

@@ -14,13 +14,22 @@
 //! [`super::pool`] for how sessions come and go.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{CancelToken, Client, NoTls, Row, Statement};
 
 use super::error::{code_of, sqlstate};
+use super::table::SessionId;
 use super::{DbConfig, DbError, LockMode, liveness, sql};
+
+/// Numbers sessions within the process (the lock table records where each
+/// lock is held).
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Called once with the session's id when its connection ends, however it
+/// ends (the server freed every lock it held).
+pub(crate) type OnEnd = Arc<dyn Fn(SessionId) + Send + Sync>;
 
 /// Declares [`Statements`]: one field per statement, each prepared from its
 /// SQL in `sql.rs`. Adding a statement is one line here.
@@ -103,22 +112,32 @@ pub struct Session {
     /// job does not track: unlock everything before reuse.
     suspect: AtomicBool,
     pid: i32,
+    id: SessionId,
     connection: tokio::task::AbortHandle,
 }
 
 impl Session {
-    /// Opens a session, starts its connection task and prepares statements.
-    pub async fn open(config: &DbConfig) -> Result<Session, DbError> {
+    /// Opens a session, starts its connection task and prepares statements;
+    /// `on_end` runs when the connection ends.
+    pub(crate) async fn open(config: &DbConfig, on_end: Option<OnEnd>) -> Result<Session, DbError> {
         let (client, connection) = config.open().await?;
+        let id = SessionId(NEXT_SESSION.fetch_add(1, Ordering::Relaxed));
         let lost = Arc::new(AtomicBool::new(false));
         let lost_flag = lost.clone();
+        // Runs `on_end` however the task ends, aborted included.
+        let ended = scopeguard(move || {
+            lost_flag.store(true, Ordering::Release);
+            if let Some(on_end) = on_end {
+                on_end(id);
+            }
+        });
         let connection = tokio::spawn(async move {
+            let _ended = ended;
             // Ends when the server closes the socket (backend terminated,
             // network gone) or when the client is dropped.
             if let Err(err) = connection.await {
                 tracing::debug!(error = %super::error::describe(&err), "session connection ended");
             }
-            lost_flag.store(true, Ordering::Release);
         })
         .abort_handle();
         // Sent together: one round trip's worth of waiting.
@@ -142,8 +161,14 @@ impl Session {
             stale_cancels: AtomicU32::new(0),
             suspect: AtomicBool::new(false),
             pid,
+            id,
             connection,
         })
+    }
+
+    /// The session's number in this process.
+    pub(crate) fn id(&self) -> SessionId {
+        self.id
     }
 
     /// The server process serving this session (`pg_backend_pid()`).
@@ -264,6 +289,21 @@ impl Session {
     }
 }
 
+/// Runs a closure when dropped.
+struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+fn scopeguard<F: FnOnce()>(f: F) -> OnDrop<F> {
+    OnDrop(Some(f))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -283,7 +323,7 @@ mod tests {
             .await
             .expect("connect")
             .expect("migrate");
-        Session::open(&config).await.expect("session")
+        Session::open(&config, None).await.expect("session")
     }
 
     /// Runs a 300 ms statement on `session` while another connection cancels

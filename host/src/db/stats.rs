@@ -98,6 +98,9 @@ pub struct DbStats {
     pub sessions_busy: usize,
     /// Sessions open and idle now.
     pub sessions_idle: usize,
+    /// Shared sessions open now (part of `sessions_busy`), each carrying
+    /// many jobs' locks.
+    pub sessions_shared: usize,
     /// Sessions opened so far.
     pub sessions_opened: u64,
     /// Jobs dropped mid-flight whose clean-up ran on its own task.

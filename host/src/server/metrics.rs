@@ -98,6 +98,7 @@ impl Metrics {
         family(&mut text, "pinlock_db_sessions", "gauge", "PostgreSQL sessions of this host by state.");
         let _ = writeln!(text, "pinlock_db_sessions{{state=\"busy\"}} {}", db.sessions_busy);
         let _ = writeln!(text, "pinlock_db_sessions{{state=\"idle\"}} {}", db.sessions_idle);
+        let _ = writeln!(text, "pinlock_db_sessions_shared {}", db.sessions_shared);
         family(&mut text, "pinlock_jobs_running", "gauge", "Jobs running on this host now.");
         let _ = writeln!(text, "pinlock_jobs_running {running}");
         family(&mut text, "pinlock_draining", "gauge", "1 while this host drains.");

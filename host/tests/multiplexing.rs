@@ -1,0 +1,222 @@
+//! Many jobs' locks on a few shared sessions (docs/design/sessions.md),
+//! against real PostgreSQL: the session count stays bounded, the host's lock
+//! table keeps jobs that share a session apart, local cycles are refused at
+//! once, and losing one session costs only the jobs whose locks were on it.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pinlock::db::{Database, DbSettings, LockError, LockMode};
+use uuid::Uuid;
+
+/// Sessions of this host (by application name) the server sees now.
+async fn sessions_of(observer: &tokio_postgres::Client, pids: &HashSet<i32>) -> usize {
+    let pids: Vec<i32> = pids.iter().copied().collect();
+    let row = observer
+        .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)", &[&pids])
+        .await
+        .expect("count sessions");
+    row.get::<_, i64>(0) as usize
+}
+
+/// 200 jobs each holding 5 locks at once fit on the 3 shared sessions of a
+/// 4-session host. The twin: with sharing off, the same host runs out of
+/// sessions at the fifth job.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_jobs_hold_their_locks_on_three_sessions() {
+    let observer = observer().await;
+    let db = database_with(DbSettings { max_sessions: 4, shared_sessions: 3, ..DbSettings::default() }).await;
+    let mut jobs = Vec::new();
+    let mut pids = HashSet::new();
+    for _ in 0..200 {
+        let job = db.job_session();
+        for _ in 0..5 {
+            job.try_acquire(Uuid::new_v4(), LockMode::Exclusive).await.expect("granted").expect("free");
+        }
+        pids.insert(job.backend_pid().await.expect("a session"));
+        jobs.push(job);
+    }
+    assert!(pids.len() <= 3, "{} sessions", pids.len());
+    assert_eq!(sessions_of(&observer, &pids).await, pids.len());
+    let pid_list: Vec<i32> = pids.iter().copied().collect();
+    let held: i64 = observer
+        .query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = ANY($1)", &[&pid_list])
+        .await
+        .expect("count locks")
+        .get(0);
+    assert_eq!(held, 1000);
+    for job in &jobs {
+        job.release_all().await;
+    }
+    let held: i64 = observer
+        .query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = ANY($1)", &[&pid_list])
+        .await
+        .expect("count locks")
+        .get(0);
+    assert_eq!(held, 0, "every lock released at the jobs' end");
+
+    // Twin: a session per job.
+    let dedicated = database_with(DbSettings { max_sessions: 4, shared_sessions: 0, ..DbSettings::default() }).await;
+    let mut holders = Vec::new();
+    for _ in 0..4 {
+        let job = dedicated.job_session();
+        job.try_acquire(Uuid::new_v4(), LockMode::Exclusive).await.expect("granted").expect("free");
+        holders.push(job);
+    }
+    let fifth = dedicated.job_session().try_acquire(Uuid::new_v4(), LockMode::Exclusive).await;
+    assert!(matches!(fifth, Err(LockError::Unavailable(_))), "{fifth:?}");
+    for job in holders {
+        job.release_all().await;
+    }
+}
+
+/// Two jobs on one shared session both ask for one entity exclusively: the
+/// second waits until the first releases, although PostgreSQL would grant
+/// the same session the lock twice (the control shows it does).
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_sharing_a_session_exclude_each_other() {
+    let Setup { observer, entity, key, .. } = setup().await;
+    let db = database_with(DbSettings { max_sessions: 2, shared_sessions: 1, ..DbSettings::default() }).await;
+    let (first, second) = (db.job_session(), db.job_session());
+    let granted = first.acquire(entity, LockMode::Exclusive, None).await.expect("first");
+    let waiting = {
+        let second = second.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let grant = second.acquire(entity, LockMode::Exclusive, Some(Duration::from_secs(5))).await;
+            (grant, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the second job waits while the first holds the entity");
+    let pid = first.backend_pid().await.expect("session");
+    first.release(granted.id).await.expect("release");
+    let (grant, waited) = waiting.await.expect("task");
+    grant.expect("granted once the first released");
+    assert!(waited >= Duration::from_millis(300), "waited {waited:?}");
+    assert_eq!(second.backend_pid().await, Some(pid), "both jobs' locks were on one session");
+    let rows = locks_on(&observer, key).await;
+    assert_eq!(rows.len(), 1, "one server lock, the second job's: {rows:?}");
+    second.release_all().await;
+
+    // Control: the server alone stacks a session's second exclusive request.
+    let (client, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    client.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("first");
+    let again = tokio::time::timeout(Duration::from_secs(2), client.execute("SELECT pg_advisory_lock($1)", &[&key])).await;
+    assert!(matches!(again, Ok(Ok(_))), "the same session is granted again at once");
+}
+
+/// A cycle among a host's own jobs is refused with `deadlock` at once (well
+/// within 100 ms), and the refused job keeps what it held. The control: the
+/// same wait without a cycle is granted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_deadlock_is_reported_at_once() {
+    let db = database().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let (one, two) = (db.job_session(), db.job_session());
+    one.acquire(a, LockMode::Exclusive, None).await.expect("one holds a");
+    let held_b = two.acquire(b, LockMode::Exclusive, None).await.expect("two holds b");
+    let waiting = {
+        let one = one.clone();
+        tokio::spawn(async move { one.acquire(b, LockMode::Exclusive, Some(Duration::from_secs(10))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let refused = two.acquire(a, LockMode::Exclusive, Some(Duration::from_secs(10))).await;
+    let took = started.elapsed();
+    assert_eq!(refused, Err(LockError::Deadlock));
+    assert!(took < Duration::from_millis(100), "reported after {took:?}");
+    assert!(two.is_held(held_b.id).await, "the refused job keeps what it held");
+    two.release(held_b.id).await.expect("release b");
+    waiting.await.expect("task").expect("one gets b once two let it go");
+    // Control: no cycle, no refusal.
+    let three = db.job_session();
+    let c = Uuid::new_v4();
+    three.acquire(c, LockMode::Exclusive, None).await.expect("three holds c");
+    let four = db.job_session();
+    let queued = {
+        let four = four.clone();
+        tokio::spawn(async move { four.acquire(c, LockMode::Exclusive, Some(Duration::from_secs(5))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    three.release_all().await;
+    queued.await.expect("task").expect("granted without a cycle");
+    for job in [one, two, four] {
+        job.release_all().await;
+    }
+}
+
+/// `pg_terminate_backend` on one shared session turns exactly the jobs
+/// whose locks were on it to `lost`; the jobs on the other session keep
+/// their locks and go on (the branch under test ran: both groups are
+/// non-empty, and the lost ones' locks are free for others at once).
+#[tokio::test(flavor = "multi_thread")]
+async fn losing_a_shared_session_costs_only_its_jobs() {
+    let observer = observer().await;
+    let db = database_with(DbSettings { max_sessions: 3, shared_sessions: 2, ..DbSettings::default() }).await;
+    let mut by_pid: HashMap<i32, Vec<(Arc<pinlock::db::JobSession>, pinlock::db::Grant)>> = HashMap::new();
+    for _ in 0..12 {
+        let job = db.job_session();
+        let grant = job.acquire(Uuid::new_v4(), LockMode::Exclusive, None).await.expect("granted");
+        let pid = job.backend_pid().await.expect("session");
+        by_pid.entry(pid).or_default().push((job, grant));
+    }
+    assert_eq!(by_pid.len(), 2, "jobs spread over both shared sessions");
+    let victim = *by_pid.keys().min().expect("a pid");
+    observer.execute("SELECT pg_terminate_backend($1, 5000)", &[&victim]).await.expect("terminate");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (pid, jobs) in &by_pid {
+        for (job, grant) in jobs {
+            if *pid == victim {
+                assert!(!job.is_held(grant.id).await, "a job on the killed session lost its lock");
+                assert_eq!(job.acquire(Uuid::new_v4(), LockMode::Exclusive, None).await, Err(LockError::Lost));
+                // Another job may take the lost entity at once.
+                let other = db.job_session();
+                other.try_acquire(grant.entity, LockMode::Exclusive).await.expect("try").expect("free");
+                other.release_all().await;
+            } else {
+                assert!(job.is_held(grant.id).await, "a job on the other session keeps its lock");
+                let more = job.acquire(Uuid::new_v4(), LockMode::Exclusive, None).await;
+                assert!(more.is_ok(), "and goes on: {more:?}");
+            }
+        }
+    }
+    for jobs in by_pid.into_values() {
+        for (job, _) in jobs {
+            job.release_all().await;
+        }
+    }
+}
+
+/// A job that holds a lock on a shared session and must wait for another
+/// host gets it once that host lets go (it tries from its home until its
+/// deadline); a job that holds nothing yet waits on a dedicated session.
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_for_another_host_from_a_shared_session() {
+    let Setup { observer, entity, key, .. } = setup().await;
+    let db: Arc<Database> = database().await;
+    observer.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("another host holds it");
+    let holding = db.job_session();
+    holding.acquire(Uuid::new_v4(), LockMode::Exclusive, None).await.expect("a first lock");
+    let home = holding.backend_pid().await;
+    let fresh = db.job_session();
+    let waits = |job: Arc<pinlock::db::JobSession>| {
+        tokio::spawn(async move { job.acquire(entity, LockMode::Shared, Some(Duration::from_secs(5))).await })
+    };
+    let (polling, dedicated) = (waits(holding.clone()), waits(fresh.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rows = locks_on(&observer, key).await;
+    assert_eq!(rows.iter().filter(|r| !r.granted).count(), 1, "one waits on the server, one polls: {rows:?}");
+    observer.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.expect("let go");
+    polling.await.expect("task").expect("the polling job is granted");
+    dedicated.await.expect("task").expect("the dedicated waiter is granted");
+    assert_eq!(holding.backend_pid().await, home, "the holding job never left its home");
+    assert_ne!(fresh.backend_pid().await, home, "the fresh job moved to a session of its own");
+    holding.release_all().await;
+    fresh.release_all().await;
+}
