@@ -222,27 +222,30 @@ fn span(output: &Value) -> (u64, u64) {
 /// locks in `pg_locks` at once, their spans overlapping); a writer arriving
 /// meanwhile waits for all of them (its exclusive request is seen waiting),
 /// and two readers arriving after it wait for the writer and read its
-/// version. No reader ever sees a half-written document.
+/// version. No reader ever sees a half-written document. Readers, writer
+/// and late readers run on three hosts, so that every wait is the server's
+/// and shows in `pg_locks` (a host's own jobs wait in its lock table).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_share_the_lock_and_the_writer_excludes_them() {
     let db = small_database().await;
+    let (writer_host, late_host) = (small_database().await, small_database().await);
     let observer = observer().await;
     let doc = Uuid::new_v4();
     let key = key_of(&observer, doc).await;
     let first = run(&db, REPORT, json!({"action": "write", "doc": doc, "text": "draft"})).await.expect("first write");
     assert_eq!((first["mode"].as_str(), first["version"].as_u64()), (Some("exclusive"), Some(1)));
 
-    let read = || spawn(&db, REPORT, json!({"action": "read", "doc": doc, "hold_ms": 1500}));
-    let readers: Vec<_> = (0..4).map(|_| read()).collect();
+    let read = |host: &Arc<Database>| spawn(host, REPORT, json!({"action": "read", "doc": doc, "hold_ms": 1500}));
+    let readers: Vec<_> = (0..4).map(|_| read(&db)).collect();
     let rows = wait_for_locks(&observer, key, |rows| rows.iter().filter(|r| r.granted).count() == 4).await;
     assert!(rows.iter().all(|r| r.granted && r.mode == "ShareLock"), "four readers at once: {rows:?}");
 
-    let writer = spawn(&db, REPORT, json!({"action": "write", "doc": doc, "text": "final", "hold_ms": 300}));
+    let writer = spawn(&writer_host, REPORT, json!({"action": "write", "doc": doc, "text": "final", "hold_ms": 300}));
     let rows = wait_for_locks(&observer, key, |rows| rows.iter().any(|r| !r.granted)).await;
     let waiting: Vec<_> = rows.iter().filter(|r| !r.granted).collect();
     assert_eq!(waiting.len(), 1, "{rows:?}");
     assert_eq!(waiting[0].mode, "ExclusiveLock", "the writer waits for the readers: {rows:?}");
-    let late_readers: Vec<_> = (0..2).map(|_| read()).collect();
+    let late_readers: Vec<_> = (0..2).map(|_| read(&late_host)).collect();
     let rows = wait_for_locks(&observer, key, |rows| rows.iter().filter(|r| !r.granted).count() == 3).await;
     assert_eq!(rows.iter().filter(|r| !r.granted).count(), 3, "late readers queue behind the writer: {rows:?}");
 

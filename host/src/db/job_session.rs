@@ -99,6 +99,8 @@ pub(crate) struct JobLocks {
     pub(crate) stats: LockStats,
     /// The host's count of locks held (see [`super::stats`]).
     held_gauge: Arc<AtomicI64>,
+    /// Unlocks sent on a shared session that the job's end waits for.
+    pub(crate) unlocking: Vec<tokio::task::JoinHandle<()>>,
     /// The host's lock table, where each (key, mode) in `counts` has an entry.
     pub(crate) table: HostTable,
     pub(crate) job_id: u64,
@@ -186,7 +188,16 @@ impl JobSession {
     /// job's locks. The work runs on its own task: if this future is dropped
     /// midway, the clean-up still finishes.
     pub async fn release_all(&self) -> ReleaseOutcome {
-        let Some(ending) = self.state.lock().await.end() else {
+        let (ending, unlocking) = {
+            let mut state = self.state.lock().await;
+            (state.end(), std::mem::take(&mut state.unlocking))
+        };
+        // Releases the guest sent before it ended are done before the job
+        // reports (each runs on its own task: dropping this wait skips none).
+        for unlock in unlocking {
+            let _ = unlock.await;
+        }
+        let Some(ending) = ending else {
             return ReleaseOutcome::NoSession;
         };
         if ending.is_clean() {

@@ -253,7 +253,10 @@ impl JobSession {
             }
         }
         if let Some(shared) = state.shared_home().cloned() {
-            release_on_shared(&self.db, shared, self.job_id, pair);
+            self.db.table.with(|t| t.mark_releasing(held.key, self.job_id, held.mode));
+            let unlocking = release_on_shared(&self.db, shared, self.job_id, pair);
+            state.unlocking.retain(|task| !task.is_finished());
+            state.unlocking.push(unlocking);
             return Ok(());
         }
         let session = state.pinned()?;
@@ -382,10 +385,16 @@ async fn try_on_shared(
     }
 }
 
-/// Sends the unlock of `pair` on a shared session without waiting for it;
-/// the table lets local waiters in once the server has it. If the unlock
-/// fails, whether the lock is held is unknown: the session is closed.
-fn release_on_shared(db: &Arc<Database>, shared: Arc<SharedSession>, job: u64, pair: (i64, LockMode)) {
+/// Sends the unlock of `pair` on a shared session without waiting for it
+/// (the job's end waits for it, so no lock outlives the job's report); the
+/// table lets local waiters in once the server has it. If the unlock fails,
+/// whether the lock is held is unknown: the session is closed.
+fn release_on_shared(
+    db: &Arc<Database>,
+    shared: Arc<SharedSession>,
+    job: u64,
+    pair: (i64, LockMode),
+) -> tokio::task::JoinHandle<()> {
     let db = db.clone();
     tokio::spawn(async move {
         let (key, mode) = pair;
@@ -396,8 +405,8 @@ fn release_on_shared(db: &Arc<Database>, shared: Arc<SharedSession>, job: u64, p
                 db.pool.close_shared(&shared).await;
             }
         }
-        db.table.leave_all(job, &[pair]);
-    });
+        db.table.wake(|t| t.leave_released(key, job, mode));
+    })
 }
 
 fn record_grant(state: &mut JobLocks, entity: Uuid, key: i64, mode: LockMode, fence: u64, started: Instant) -> Grant {

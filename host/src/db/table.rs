@@ -50,6 +50,10 @@ struct Holder {
     mode: LockMode,
     /// Where the server lock is, once granted there.
     session: Option<SessionId>,
+    /// Released by its job, the unlock on its way to the server: it still
+    /// keeps conflicting requests out, but waits for nobody, so it is never
+    /// part of a wait-for cycle.
+    releasing: bool,
 }
 
 struct Waiter<W> {
@@ -99,7 +103,7 @@ impl<W> LockTable<W> {
         let entry = self.entries.entry(key).or_default();
         let free = entry.waiters.is_empty() && entry.holders.iter().all(|h| h.job == job || compatible(h.mode, mode));
         if free {
-            entry.holders.push(Holder { job, mode, session: None });
+            entry.holders.push(Holder { job, mode, session: None, releasing: false });
             return Entered::Admitted;
         }
         if self.would_close_cycle(key, job, mode) {
@@ -119,7 +123,7 @@ impl<W> LockTable<W> {
         let entry = self.entries.entry(key).or_default();
         let free = entry.waiters.is_empty() && entry.holders.iter().all(|h| h.job == job || compatible(h.mode, mode));
         if free {
-            entry.holders.push(Holder { job, mode, session: None });
+            entry.holders.push(Holder { job, mode, session: None, releasing: false });
         } else {
             self.forget_if_empty(key);
         }
@@ -137,14 +141,44 @@ impl<W> LockTable<W> {
         }
     }
 
-    /// `job` no longer holds `key` in `mode` (released, failed at the
-    /// server, or its job ended). Returns the waiters it lets in.
+    /// `job` released `key` in `mode`; the unlock is on its way to the
+    /// server, and [`Self::leave_released`] follows when it has arrived.
+    pub(crate) fn mark_releasing(&mut self, key: i64, job: JobId, mode: LockMode) {
+        if let Some(holder) = self
+            .entries
+            .get_mut(&key)
+            .and_then(|e| e.holders.iter_mut().find(|h| h.job == job && h.mode == mode && !h.releasing))
+        {
+            holder.releasing = true;
+        }
+    }
+
+    /// `job` no longer holds `key` in `mode` (failed at the server, or its
+    /// job ended). Returns the waiters it lets in.
     #[must_use = "the returned waiters must be woken"]
     pub(crate) fn leave(&mut self, key: i64, job: JobId, mode: LockMode) -> Vec<W> {
+        self.remove_holder(key, job, mode, false)
+    }
+
+    /// The unlock of a grant marked releasing reached the server.
+    #[must_use = "the returned waiters must be woken"]
+    pub(crate) fn leave_released(&mut self, key: i64, job: JobId, mode: LockMode) -> Vec<W> {
+        self.remove_holder(key, job, mode, true)
+    }
+
+    /// Removes one holder entry of `job` in `mode`, one marked `releasing`
+    /// as asked if there is one, and admits whoever fits now.
+    fn remove_holder(&mut self, key: i64, job: JobId, mode: LockMode, releasing: bool) -> Vec<W> {
         let Some(entry) = self.entries.get_mut(&key) else {
             return Vec::new();
         };
-        if let Some(at) = entry.holders.iter().position(|h| h.job == job && h.mode == mode) {
+        let mine = |h: &Holder| h.job == job && h.mode == mode;
+        let at = entry
+            .holders
+            .iter()
+            .position(|h| mine(h) && h.releasing == releasing)
+            .or_else(|| entry.holders.iter().position(mine));
+        if let Some(at) = at {
             entry.holders.swap_remove(at);
         }
         self.admit_waiters(key)
@@ -201,7 +235,7 @@ impl<W> LockTable<W> {
                     break;
                 }
                 let Some(waiter) = entry.waiters.pop_front() else { break };
-                entry.holders.push(Holder { job: waiter.job, mode: waiter.mode, session: None });
+                entry.holders.push(Holder { job: waiter.job, mode: waiter.mode, session: None, releasing: false });
                 self.waiting.remove(&waiter.job);
                 self.admitted_tickets.insert(waiter.ticket);
                 woken.push(waiter.wake);
@@ -223,7 +257,11 @@ impl<W> LockTable<W> {
         let Some(entry) = self.entries.get(&key) else {
             return Vec::new();
         };
-        let holders = entry.holders.iter().filter(|h| h.job != job && !compatible(h.mode, mode)).map(|h| h.job);
+        let holders = entry
+            .holders
+            .iter()
+            .filter(|h| h.job != job && !h.releasing && !compatible(h.mode, mode))
+            .map(|h| h.job);
         let ahead = entry.waiters.iter().take_while(|w| Some(w.ticket) != ahead_of).map(|w| w.job);
         holders.chain(ahead).filter(|&j| j != job).collect()
     }
@@ -312,6 +350,26 @@ mod tests {
         assert!(matches!(t.enter(1, 2, Exclusive, 2), Entered::Deadlock));
         // Control: a third job waiting for key 1 closes no cycle.
         assert!(matches!(t.enter(1, 3, Exclusive, 3), Entered::Queued(_)));
+    }
+
+    /// A job that released a key (its unlock still on the way) and asks for
+    /// it again behind a queued waiter is not in a cycle with that waiter:
+    /// the releasing entry waits for nobody. The twin: had it not been
+    /// released, the same requests would be a cycle.
+    #[test]
+    fn a_grant_being_released_is_not_part_of_a_cycle() {
+        let mut t = LockTable::<u32>::default();
+        assert!(matches!(t.enter(1, 1, Exclusive, 0), Entered::Admitted));
+        assert!(matches!(t.enter(1, 2, Exclusive, 2), Entered::Queued(_)));
+        t.mark_releasing(1, 1, Exclusive);
+        assert!(matches!(t.enter(1, 1, Exclusive, 1), Entered::Queued(_)));
+        assert_eq!(t.leave_released(1, 1, Exclusive), vec![2]);
+        assert_eq!(t.leave(1, 2, Exclusive), vec![1]);
+
+        let mut twin = LockTable::<u32>::default();
+        assert!(matches!(twin.enter(1, 1, Exclusive, 0), Entered::Admitted));
+        assert!(matches!(twin.enter(1, 2, Exclusive, 2), Entered::Queued(_)));
+        assert!(matches!(twin.enter(1, 1, Exclusive, 1), Entered::Deadlock));
     }
 
     #[test]
