@@ -42,7 +42,7 @@ impl Default for DbSettings {
             max_sessions: 16,
             default_lock_timeout: Duration::from_secs(30),
             max_locks_per_job: 64,
-            shared_sessions: 8,
+            shared_sessions: 12,
             max_locks_per_session: 1024,
         }
     }

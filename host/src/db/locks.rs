@@ -154,9 +154,12 @@ impl JobSession {
         deadline: tokio::time::Instant,
     ) -> Result<Option<Claim<'_>>, LockError> {
         let job = self.job_id;
+        if try_only && !self.db.table.with(|t| t.try_enter(key, job, mode)) {
+            return Ok(None);
+        }
         let mut claim = Claim { db: &self.db, key, job, mode, queued: None, kept: false };
         if try_only {
-            return Ok(self.db.table.with(|t| t.try_enter(key, job, mode)).then_some(claim));
+            return Ok(Some(claim));
         }
         let (wake, woken) = oneshot::channel();
         match self.db.table.with(|t| t.enter(key, job, mode, wake)) {

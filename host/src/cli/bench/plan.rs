@@ -86,7 +86,7 @@ impl Plan {
                 handoff_grants: 4000,
                 handoff_rounds: 2,
                 overhead_jobs: 10_000,
-                held: vec![(100, 10), (1000, 10)],
+                held: vec![(100, 10), (1000, 10), (10_000, 1)],
                 held_ms: 200,
                 mapping_entities: 500,
                 queue_concurrency: 16,
