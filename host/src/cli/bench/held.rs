@@ -4,8 +4,9 @@
 //! the server sees of this host (sessions in `pg_stat_activity`, granted
 //! advisory locks in `pg_locks`) and this process's RSS meanwhile.
 //!
-//! Each job pins one session from a pool of `--max-sessions`, so past that
-//! bound jobs queue for a session and hold their locks one wave after another.
+//! Jobs' locks share the host's shared sessions (`--shared-sessions`), so all
+//! J jobs hold their locks at once; with `--shared-sessions 0` each job pins
+//! a session of its own and past `--max-sessions` they hold theirs in waves.
 
 use std::sync::Arc;
 use std::time::Duration;
