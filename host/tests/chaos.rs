@@ -159,6 +159,10 @@ impl Fleet {
             .arg(guest_path("pinlock_test_scripted.wasm"))
             .args(["--jobs", &jobs, "--concurrency", &concurrency, "--input", &self.input, "--print-outputs"])
             .args(["--host-id", &name, "--database-url", &self.url])
+            // Four jobs on two shared sessions (two more places for jobs
+            // that wait for another host): the faults hit sessions that
+            // carry several jobs' locks.
+            .args(["--max-sessions", "4", "--shared-sessions", "2"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
