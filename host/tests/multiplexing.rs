@@ -310,3 +310,17 @@ async fn a_full_shared_session_answers_limit_exceeded() {
     after.acquire(Uuid::new_v4(), LockMode::Exclusive, None).await.expect("room again after the release");
     after.release_all().await;
 }
+
+/// A host running one job at a time opens one shared session, not one per
+/// job up to the bound: a new job goes to a session nobody uses before a
+/// new one is opened, and an idle session is reused before opening another.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_job_at_a_time_uses_one_session() {
+    let db = database().await;
+    for _ in 0..20 {
+        let job = db.job_session();
+        job.acquire(Uuid::new_v4(), LockMode::Exclusive, None).await.expect("granted");
+        job.release_all().await;
+    }
+    assert_eq!(db.sessions_opened(), 1);
+}

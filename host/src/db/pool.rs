@@ -133,19 +133,21 @@ impl SessionPool {
     pub(crate) async fn place(&self, wait: Checkout) -> Result<Arc<SharedSession>, CheckoutError> {
         let mut shared = self.shared.lock().await;
         shared.retain(|s| !s.is_lost());
-        let least = shared.iter().min_by_key(|s| (Arc::strong_count(s), s.locks())).cloned();
-        if let Some(least) = &least
+        let least = shared.iter().min_by_key(|s| (Arc::strong_count(s), s.locks()));
+        // A count of 1 is the pool's own `Arc`: nobody uses it.
+        if let Some(least) = least
             && (Arc::strong_count(least) == 1 || shared.len() >= self.max_shared)
         {
             return Ok(least.clone());
         }
+        let least = least.cloned();
         let permit = match (self.permits.clone().try_acquire_owned(), least) {
             (Ok(permit), _) => permit,
             // No place free: share the least loaded rather than wait.
             (Err(_), Some(least)) => return Ok(least),
             (Err(_), None) => self.permit(wait).await?,
         };
-        let session = self.open(wait).await?;
+        let session = self.reuse_or_open(wait).await?;
         let session = Arc::new(SharedSession { session, locks: AtomicUsize::new(0), _permit: permit });
         shared.push(session.clone());
         Ok(session)
@@ -175,6 +177,17 @@ impl SessionPool {
         }
     }
 
+    /// An idle session (clean, as [`Self::return_idle`] requires) for the
+    /// place the caller holds, else a new one.
+    async fn reuse_or_open(&self, wait: Checkout) -> Result<Session, CheckoutError> {
+        while let Some(session) = self.pop_idle() {
+            if !session.is_lost() {
+                return Ok(session);
+            }
+        }
+        self.open(wait).await
+    }
+
     /// Opens a session, bounded by the deadline.
     async fn open(&self, wait: Checkout) -> Result<Session, CheckoutError> {
         let opening = Session::open(&self.config, self.on_end.clone());
@@ -193,12 +206,7 @@ impl SessionPool {
     /// session or opens one. Opening is bounded by the deadline too.
     pub(crate) async fn checkout(&self, wait: Checkout) -> Result<PinnedSession, CheckoutError> {
         let permit = self.permit(wait).await?;
-        while let Some(session) = self.pop_idle() {
-            if !session.is_lost() {
-                return Ok(PinnedSession { session, _permit: permit });
-            }
-        }
-        let session = self.open(wait).await?;
+        let session = self.reuse_or_open(wait).await?;
         Ok(PinnedSession { session, _permit: permit })
     }
 
