@@ -235,9 +235,9 @@ pub(crate) fn jobs(panel: &JobsPanel, worker: Option<&str>) -> Markup {
             }
         }
         div.lists {
-            (job_list("Running", "running", &panel.running, "running for", "No job is running."))
-            (job_list("Queued", "queued", &panel.queued, "due", "No job is queued."))
-            (job_list("Failed in the last hour", "failed", &panel.failed, "failed", "No job failed in the last hour."))
+            (job_list("Running", "running", &panel.running, "Running for", "No job is running."))
+            (job_list("Queued", "queued", &panel.queued, "Due", "No job is queued."))
+            (job_list("Failed in the last hour", "failed", &panel.failed, "Failed", "No job failed in the last hour."))
         }
     }
 }
