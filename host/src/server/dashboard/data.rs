@@ -47,10 +47,11 @@ const COUNTS: &str = "SELECT w.name,
                        WHERE finished_at > now() - make_interval(secs => $1)) j ON j.worker = w.name
       GROUP BY w.name ORDER BY w.name";
 
-/// The columns of a job in a list; the age is since it finished, started,
-/// or became due (negative: due in the future).
+/// The columns of a job in a list; the age is since it became due (queued:
+/// negative when due later), started (running) or finished.
 const JOB_ROW: &str = "SELECT id, worker, state, attempt, max_attempts, host, octet_length(input::text), left(error, 300),
-            extract(epoch FROM now() - coalesce(finished_at, started_at, run_at))::float8
+            extract(epoch FROM now() - CASE state WHEN 'queued' THEN run_at
+                                                  ELSE coalesce(finished_at, started_at, run_at) END)::float8
        FROM pinlock.jobs";
 
 /// One entity held or awaited by a job of a live host.
@@ -223,7 +224,7 @@ pub(crate) struct JobRow {
     pub(crate) input_bytes: i32,
     /// Its (last) error, cut to 300 characters.
     pub(crate) error: Option<String>,
-    /// Seconds since it finished, started or became due (negative: due later).
+    /// Seconds since it became due (negative: due later), started or finished.
     pub(crate) age_secs: f64,
 }
 

@@ -168,6 +168,7 @@ mod tests {
             locks_held: 1,
             sessions_busy: 0,
             sessions_idle: 0,
+            sessions_shared: 0,
             sessions_opened: 0,
             jobs_abandoned: 0,
             late_grants_undone: 0,
