@@ -1,9 +1,9 @@
 //! The job scheduler `pinlock run` and `pinlock serve` share: a bounded
 //! number of slots, a registry of the jobs running now (id → worker, start
-//! time, lock engine job, cancel token), and every job on a tokio task of its own. Whoever
-//! waits for a job (a batch, an HTTP request) may go away without skipping
-//! its clean-up, and any running job can be cancelled by its id; a cancelled
-//! job still releases its locks before it reports.
+//! time, lock engine job, cancel token), and every job on a tokio task of its
+//! own. Whoever waits for a job (a batch, an HTTP request) may go away
+//! without skipping its clean-up, and any running job can be cancelled by its
+//! id; a cancelled job still releases its locks before it reports.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -85,8 +85,8 @@ impl Browser {
     fn until(&self, what: &str, script: &str, args: Vec<Value>) -> Value {
         wait_for(SHOWS_WITHIN, what, || {
             let value = self.js(script, args.clone());
-            let truthy = !matches!(&value, Value::Null | Value::Bool(false))
-                && value.as_array().is_none_or(|a| !a.is_empty());
+            let truthy =
+                !matches!(&value, Value::Null | Value::Bool(false)) && value.as_array().is_none_or(|a| !a.is_empty());
             if truthy { Ok(value) } else { Err(format!("{value}; page text: {}", self.text())) }
         })
     }
@@ -185,10 +185,8 @@ fn the_dashboard_shows_a_holder_and_its_waiter_live_in_a_real_browser() {
         vec![json!(entity)],
     );
     assert_eq!(rows, json!([holder.to_string()]));
-    let waiter = run_on(
-        b,
-        json!([{ "op": "acquire", "entity": entity, "timeout_ms": 30_000 }, { "op": "sleep", "ms": 1_500 }]),
-    );
+    let waiter =
+        run_on(b, json!([{ "op": "acquire", "entity": entity, "timeout_ms": 30_000 }, { "op": "sleep", "ms": 1_500 }]));
     let rows = browser.until(
         "the waiter under the holder",
         &rows_then("return rows.length === 2 ? rows : null;"),
@@ -255,7 +253,8 @@ fn the_dashboard_shows_a_holder_and_its_waiter_live_in_a_real_browser() {
 
     // The job's page: its input and error, escaped; the waiter's lock times.
     browser.goto(&format!("{}/jobs/{failed}", a.base));
-    let page = browser.until("the job page", "return document.getElementById('job-body') && document.body.innerText;", vec![]);
+    let page =
+        browser.until("the job page", "return document.getElementById('job-body') && document.body.innerText;", vec![]);
     assert!(page.as_str().is_some_and(|t| t.contains("Error") && t.matches(PAYLOAD).count() >= 1), "{page}");
     assert_eq!(browser.js(escaped, vec![]), json!([true, 0]), "nothing ran on the job's page");
     let waiter_page = Api::new(&b.base, Some(TOKEN)).get(&format!("/jobs/{waiter}"));
@@ -265,17 +264,28 @@ fn the_dashboard_shows_a_holder_and_its_waiter_live_in_a_real_browser() {
     // Empty states, not error pages.
     for (path, says) in [("/jobs/987654321", "No job"), ("/jobs/abc", "is not a job id")] {
         browser.goto(&format!("{}{path}", a.base));
-        let text = browser.until("an empty state", "return document.querySelector('.empty') && document.body.innerText;", vec![]);
+        let text = browser.until(
+            "an empty state",
+            "return document.querySelector('.empty') && document.body.innerText;",
+            vec![],
+        );
         assert!(text.as_str().is_some_and(|t| t.contains(says)), "{path}: {text}");
     }
     browser.goto(&format!("{}/?q=nothing-is-called-this", a.base));
-    let text = browser.until("an empty search", "return document.querySelector('#locks-body .empty') && document.body.innerText;", vec![]);
+    let text = browser.until(
+        "an empty search",
+        "return document.querySelector('#locks-body .empty') && document.body.innerText;",
+        vec![],
+    );
     assert!(text.as_str().is_some_and(|t| t.contains("matches this search")), "{text}");
 
     // The twin: the same payload put into a page unescaped does run, so the
     // checks above would have seen it.
     browser.goto("about:blank");
-    browser.js("document.body.innerHTML = '<div id=t></div>'; document.getElementById('t').innerHTML = arguments[0];", vec![json!(PAYLOAD)]);
+    browser.js(
+        "document.body.innerHTML = '<div id=t></div>'; document.getElementById('t').innerHTML = arguments[0];",
+        vec![json!(PAYLOAD)],
+    );
     let ran = browser.until("the unescaped payload to run", "return window.__pwned === 2;", vec![]);
     assert_eq!(ran, json!(true));
 }

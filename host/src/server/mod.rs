@@ -3,9 +3,10 @@
 //! jobs from the queue every host on the database shares ([`crate::queue`])
 //! and runs them on the shared scheduler ([`crate::jobs`]) through the loops
 //! in [`dispatch`], and answers HTTP ([`api`]: the `/v1` API, probes,
-//! [`metrics`] and the dashboard at `/`, see [`dashboard`]). On SIGTERM/SIGINT it drains: readiness fails at once, no new
-//! claims, running jobs get a grace period, then are cancelled (their locks
-//! released, their leases given back so another host takes them at once).
+//! [`metrics`] and the dashboard at `/`, see [`dashboard`]). On
+//! SIGTERM/SIGINT it drains: readiness fails at once, no new claims, running
+//! jobs get a grace period, then are cancelled (their locks released, their
+//! leases given back so another host takes them at once).
 
 pub mod api;
 pub mod config;

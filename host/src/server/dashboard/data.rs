@@ -49,7 +49,8 @@ const COUNTS: &str = "SELECT w.name,
 
 /// The columns of a job in a list; the age is since it became due (queued:
 /// negative when due later), started (running) or finished.
-const JOB_ROW: &str = "SELECT id, worker, state, attempt, max_attempts, host, octet_length(input::text), left(error, 300),
+const JOB_ROW: &str =
+    "SELECT id, worker, state, attempt, max_attempts, host, octet_length(input::text), left(error, 300),
             extract(epoch FROM now() - CASE state WHEN 'queued' THEN run_at
                                                   ELSE coalesce(finished_at, started_at, run_at) END)::float8
        FROM pinlock.jobs";
@@ -141,8 +142,12 @@ impl Search {
 fn group(rows: Vec<(LockRow, i64)>, search: Option<&Search>) -> Vec<EntityLocks> {
     let mut entities: BTreeMap<Uuid, EntityLocks> = BTreeMap::new();
     for (row, key) in rows {
-        let entity =
-            entities.entry(row.entity).or_insert_with(|| EntityLocks { entity: row.entity, key, holders: vec![], waiters: vec![] });
+        let entity = entities.entry(row.entity).or_insert_with(|| EntityLocks {
+            entity: row.entity,
+            key,
+            holders: vec![],
+            waiters: vec![],
+        });
         if row.state == "held" { entity.holders.push(row) } else { entity.waiters.push(row) }
     }
     let mut entities: Vec<EntityLocks> = entities
@@ -179,11 +184,8 @@ pub(crate) async fn locks_now(client: &SharedClient, search: Option<&Search>) ->
     let client = client.get().await?;
     let (stale, no_job): (f64, Option<i64>) = (STALE_AFTER_SECS, None);
     let params: [&(dyn ToSql + Sync); 2] = [&stale, &no_job];
-    let (rows, hosts) = tokio::try_join!(
-        client.query(LOCKS_NOW, &params),
-        client.query(HOSTS, &[]),
-    )
-    .map_err(DbError::query("reading lock activity"))?;
+    let (rows, hosts) = tokio::try_join!(client.query(LOCKS_NOW, &params), client.query(HOSTS, &[]),)
+        .map_err(DbError::query("reading lock activity"))?;
     let rows = rows.iter().map(lock_row).collect::<Result<Vec<_>, _>>().map_err(decode)?;
     let hosts = hosts
         .iter()
@@ -196,7 +198,10 @@ pub(crate) async fn locks_now(client: &SharedClient, search: Option<&Search>) ->
 /// What job `id` holds and waits for now (on whichever live host runs it).
 pub(crate) async fn job_locks(client: &SharedClient, id: i64) -> Result<Vec<LockRow>, DbError> {
     let client = client.get().await?;
-    let rows = client.query(LOCKS_NOW, &[&STALE_AFTER_SECS, &Some(id)]).await.map_err(DbError::query("reading a job's locks"))?;
+    let rows = client
+        .query(LOCKS_NOW, &[&STALE_AFTER_SECS, &Some(id)])
+        .await
+        .map_err(DbError::query("reading a job's locks"))?;
     rows.iter().map(|r| lock_row(r).map(|(row, _)| row)).collect::<Result<_, _>>().map_err(decode)
 }
 
