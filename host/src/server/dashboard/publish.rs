@@ -160,7 +160,7 @@ async fn execute(
 }
 
 /// A mode as the table stores it.
-pub(crate) fn mode_name(mode: LockMode) -> &'static str {
+fn mode_name(mode: LockMode) -> &'static str {
     match mode {
         LockMode::Exclusive => "exclusive",
         LockMode::Shared => "shared",
