@@ -1,9 +1,9 @@
 //! The job scheduler `pinlock run` and `pinlock serve` share: a bounded
 //! number of slots, a registry of the jobs running now (id → worker, start
-//! time, cancel token), and every job on a tokio task of its own. Whoever
-//! waits for a job (a batch, an HTTP request) may go away without skipping
-//! its clean-up, and any running job can be cancelled by its id; a cancelled
-//! job still releases its locks before it reports.
+//! time, lock engine job, cancel token), and every job on a tokio task of its
+//! own. Whoever waits for a job (a batch, an HTTP request) may go away
+//! without skipping its clean-up, and any running job can be cancelled by its
+//! id; a cancelled job still releases its locks before it reports.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,11 +42,15 @@ pub struct RunningJob {
     pub worker: Arc<str>,
     /// When it started (wall clock).
     pub started_at: SystemTime,
+    /// Its id in the lock engine ([`crate::db::JobSession::job_id`]), which
+    /// [`Database::lock_activity`] reports.
+    pub lock_job: u64,
 }
 
 struct Entry {
     worker: Arc<str>,
     started_at: SystemTime,
+    lock_job: u64,
     cancel: CancellationToken,
     /// Tells this run from another of the same id.
     run: u64,
@@ -111,19 +115,24 @@ impl Scheduler {
     pub fn start(&self, slot: Slot, spec: JobSpec, report: impl FnOnce(JobOutcome) + Send + 'static) {
         let cancel = self.all.child_token();
         let run = NEXT_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let entry =
-            Entry { worker: spec.worker_name.clone(), started_at: SystemTime::now(), cancel: cancel.clone(), run };
+        let job = self.db.job_session();
+        if let Some(max) = spec.max_locks {
+            job.set_max_locks(max);
+        }
+        let entry = Entry {
+            worker: spec.worker_name.clone(),
+            started_at: SystemTime::now(),
+            lock_job: job.job_id(),
+            cancel: cancel.clone(),
+            run,
+        };
         if let Ok(mut running) = self.running.lock() {
             running.insert(spec.id, entry);
         }
-        let (runtime, db, running) = (self.runtime.clone(), self.db.clone(), self.running.clone());
+        let (runtime, running) = (self.runtime.clone(), self.running.clone());
         // Every log line of the job (the guest's included) carries its id and worker.
         let span = tracing::info_span!("job", id = spec.id, worker = %spec.worker_name);
         let job = async move {
-            let job = db.job_session();
-            if let Some(max) = spec.max_locks {
-                job.set_max_locks(max);
-            }
             let started = Instant::now();
             let outcome = runtime.run_job(&spec.worker, job, &spec.input, &cancel).await;
             tracing::debug!(took = ?started.elapsed(), result = ?outcome.result.as_ref().map(|_| ()), "job ended");
@@ -174,7 +183,10 @@ impl Scheduler {
         let Ok(running) = self.running.lock() else {
             return Vec::new();
         };
-        running.iter().map(|(&id, e)| RunningJob { id, worker: e.worker.clone(), started_at: e.started_at }).collect()
+        running
+            .iter()
+            .map(|(&id, e)| RunningJob { id, worker: e.worker.clone(), started_at: e.started_at, lock_job: e.lock_job })
+            .collect()
     }
 
     /// How many jobs are running now.

@@ -130,6 +130,24 @@ impl CompactHist {
         self.counts.iter().map(|&c| u64::from(c)).sum()
     }
 
+    /// Adds every sample of `other`.
+    pub fn merge(&mut self, other: &CompactHist) {
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *mine = mine.saturating_add(*theirs);
+        }
+    }
+
+    /// The value at quantile `q` (0 to 1), as the middle of its bucket;
+    /// `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let rank = ((q.clamp(0.0, 1.0) * self.count() as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        self.buckets().find_map(|(ns, count)| {
+            seen += count;
+            (seen >= rank).then(|| Duration::from_nanos(ns))
+        })
+    }
+
     /// Adds every sample to `into`, each at the middle of its bucket.
     pub fn merge_into(&self, into: &mut Hist) {
         for (ns, count) in self.buckets() {
@@ -192,5 +210,25 @@ mod tests {
         }
         assert_eq!(compact.count(), 1_001_000);
         assert_eq!(compact.counts.len(), (COMPACT_OCTAVES * COMPACT_SUB) as usize);
+    }
+
+    #[test]
+    fn compact_quantiles_and_merges_stay_within_a_bucket() {
+        let mut a = CompactHist::default();
+        assert_eq!(a.quantile(0.5), None, "empty");
+        (1..=100u64).for_each(|ms| a.record(Duration::from_millis(ms)));
+        let near = |got: Option<Duration>, ms: f64| {
+            let got = got.expect("a value").as_secs_f64() * 1000.0;
+            assert!((got - ms).abs() / ms < 0.07, "{got} ms, wanted about {ms} ms");
+        };
+        near(a.quantile(0.5), 50.0);
+        near(a.quantile(0.99), 99.0);
+        near(a.quantile(1.0), 100.0);
+        let mut b = CompactHist::default();
+        (1..=100).for_each(|_| b.record(Duration::from_secs(1)));
+        a.merge(&b);
+        assert_eq!(a.count(), 200);
+        near(a.quantile(0.25), 50.0);
+        near(a.quantile(0.9), 1000.0);
     }
 }

@@ -4,6 +4,7 @@
 //! [`super::liveness`]).
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::config::Host;
@@ -128,6 +129,46 @@ impl DbConfig {
             Ok(Err(cause)) => Err(DbError::Connect { target: self.display_target(), cause }),
             Err(_) => Err(DbError::ConnectTimeout { target: self.display_target(), after: CONNECT_TIMEOUT }),
         }
+    }
+}
+
+/// One connection that a host's background statements share (the queue's,
+/// the dashboard's), opened on first use and reopened when it dropped. It is
+/// never a lock session.
+pub struct SharedClient {
+    config: DbConfig,
+    /// Run once on each new connection (session settings such as timeouts).
+    setup: &'static str,
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+}
+
+impl SharedClient {
+    /// A client of `config` whose connections first run `setup`. Does no I/O.
+    pub fn new(config: DbConfig, setup: &'static str) -> Self {
+        Self { config, setup, client: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Where it connects.
+    pub fn config(&self) -> &DbConfig {
+        &self.config
+    }
+
+    /// The connection, opened (again) if there is none alive.
+    pub async fn get(&self) -> Result<Arc<Client>, DbError> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        let (client, connection) = self.config.open().await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "shared connection ended");
+            }
+        });
+        client.batch_execute(self.setup).await.map_err(DbError::query("setting up a shared connection"))?;
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        Ok(client)
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::activity::{LockActivity, Registry};
 use super::keys::KeyCache;
 use super::pool::SessionPool;
 use super::stats::{Counters, DbStats};
@@ -56,6 +57,8 @@ pub struct Database {
     pub(crate) keys: KeyCache,
     pub(crate) settings: DbSettings,
     pub(crate) counters: Counters,
+    /// What each live job holds and waits for (see [`super::activity`]).
+    pub(crate) activity: Registry,
 }
 
 impl Database {
@@ -73,6 +76,7 @@ impl Database {
             keys: KeyCache::default(),
             settings,
             counters: Counters::default(),
+            activity: Registry::default(),
         })
     }
 
@@ -85,6 +89,12 @@ impl Database {
     /// its first call.
     pub fn job_session(self: &Arc<Self>) -> Arc<JobSession> {
         Arc::new(JobSession::new(self.clone(), NEXT_JOB_ID.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// Every entity this host's jobs hold or wait for now, from memory (no
+    /// I/O, never blocked by a job's lock call).
+    pub fn lock_activity(&self) -> Vec<LockActivity> {
+        self.activity.snapshot()
     }
 
     /// Where this host connects (no password).

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
+use super::activity::JobActivity;
 use super::error::{code_of, describe, sqlstate};
 use super::locks::{GrantId, Held, LockMode};
 use super::pool::{Checkout, CheckoutError, PinnedSession, SharedSession};
@@ -101,6 +102,8 @@ pub(crate) struct JobLocks {
     held_gauge: Arc<AtomicI64>,
     /// Unlocks sent on a shared session that the job's end waits for.
     pub(crate) unlocking: Vec<tokio::task::JoinHandle<()>>,
+    /// What the job holds and waits for, as the host's dashboard sees it.
+    pub(crate) activity: Arc<JobActivity>,
     /// The host's lock table, where each (key, mode) in `counts` has an entry.
     pub(crate) table: HostTable,
     pub(crate) job_id: u64,
@@ -137,6 +140,7 @@ impl JobSession {
     pub(crate) fn new(db: Arc<Database>, job_id: u64) -> Self {
         let state = JobLocks {
             held_gauge: db.counters.locks_held.clone(),
+            activity: db.activity.register(job_id),
             table: db.table.clone(),
             job_id,
             ..JobLocks::default()
@@ -335,6 +339,7 @@ impl JobLocks {
         }
         self.held.clear();
         self.held_gauge.fetch_sub(held as i64, Ordering::Relaxed);
+        self.activity.cleared();
         let pairs: Vec<(i64, LockMode)> = self.counts.drain().map(|(pair, _)| pair).collect();
         self.lost.clear();
         match self.session.take() {
@@ -403,6 +408,7 @@ impl JobLocks {
         let now = Instant::now();
         let held_any = !self.held.is_empty();
         self.held_gauge.fetch_sub(self.held.len() as i64, Ordering::Relaxed);
+        self.activity.cleared();
         for (id, held) in self.held.drain() {
             self.stats.holds.record(now - held.granted_at);
             self.lost.insert(id);
@@ -441,6 +447,7 @@ impl JobLocks {
 
     /// Records a grant as held.
     pub(crate) fn hold(&mut self, id: GrantId, held: Held) {
+        self.activity.held(id, &held);
         self.held.insert(id, held);
         self.held_gauge.fetch_add(1, Ordering::Relaxed);
     }
@@ -449,6 +456,7 @@ impl JobLocks {
     pub(crate) fn unhold(&mut self, id: GrantId) -> Option<Held> {
         let held = self.held.remove(&id)?;
         self.held_gauge.fetch_sub(1, Ordering::Relaxed);
+        self.activity.released(id);
         Some(held)
     }
 

@@ -73,6 +73,7 @@ pub struct Grant {
 
 /// What the job keeps about a grant it holds.
 pub(crate) struct Held {
+    pub(crate) entity: Uuid,
     pub(crate) key: i64,
     pub(crate) mode: LockMode,
     pub(crate) granted_at: Instant,
@@ -125,6 +126,8 @@ impl JobSession {
             let fence = next_fence(state).await?;
             return Ok(Some(record_grant(state, entity, key, mode, fence, started)));
         }
+        // What the dashboard shows as waiting: in the host's table, then for the server.
+        let waiting = (!try_only).then(|| state.activity.waiting(entity, key, mode));
         let Some(claim) = self.claim(key, mode, try_only, deadline).await? else {
             return Ok(None);
         };
@@ -132,6 +135,7 @@ impl JobSession {
             Some(shared) => self.grant_from_shared(state, &shared, key, mode, try_only, deadline).await?,
             None => grant_from_dedicated(state, &self.db, key, mode, try_only, deadline).await?,
         };
+        drop(waiting);
         let Some(fence) = fence else { return Ok(None) };
         claim.keep();
         let grant = record_grant(state, entity, key, mode, fence, started);
@@ -417,7 +421,7 @@ fn record_grant(state: &mut JobLocks, entity: Uuid, key: i64, mode: LockMode, fe
     state.stats.waits.record(now - started);
     *state.counts.entry((key, mode)).or_insert(0) += 1;
     let id = state.next_grant_id();
-    state.hold(id, Held { key, mode, granted_at: now });
+    state.hold(id, Held { entity, key, mode, granted_at: now });
     Grant { id, entity, key, mode, fence }
 }
 

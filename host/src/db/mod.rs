@@ -5,6 +5,7 @@
 //! [`Database`] (one per host, shared by all jobs) and [`JobSession`] (one
 //! per job: the job's pinned session, its locks and its key-value calls).
 
+mod activity;
 mod connect;
 mod database;
 mod error;
@@ -21,7 +22,9 @@ mod sql;
 mod stats;
 mod table;
 
+pub use activity::{ActivityState, LockActivity};
 pub use connect::DbConfig;
+pub(crate) use connect::SharedClient;
 pub use database::{Database, DbSettings};
 pub use error::{DbError, KvError, LockError};
 pub use job_session::{JobSession, LockStats, ReleaseOutcome};

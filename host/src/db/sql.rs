@@ -30,6 +30,8 @@ pub const MIGRATIONS: &[&str] = &[
                    false);",
     // 3: the job queue `pinlock serve` hosts share.
     include_str!("../queue/schema.sql"),
+    // 4: what every serving host's jobs hold and wait for (the dashboard).
+    include_str!("../server/dashboard/schema.sql"),
 ];
 
 pub const CREATE_SCHEMA: &str = "CREATE SCHEMA IF NOT EXISTS pinlock;

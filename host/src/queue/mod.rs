@@ -17,10 +17,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, Row};
 
-use crate::db::{DbConfig, DbError};
+use crate::db::{DbConfig, DbError, SharedClient};
 
 /// A job to enqueue.
 #[derive(Debug, Clone)]
@@ -152,15 +152,17 @@ pub enum Notice {
 
 /// A host's handle on the queue.
 pub struct Queue {
-    config: DbConfig,
     host: String,
-    client: Mutex<Option<Arc<Client>>>,
+    client: SharedClient,
 }
 
 impl Queue {
     /// The queue as host `host` (its `application_name`) sees it. Does no I/O.
     pub fn new(config: DbConfig, host: impl Into<String>) -> Self {
-        Self { config, host: host.into(), client: Mutex::new(None) }
+        // Queue statements never wait long for a row a producer's open
+        // transaction holds (a renewal must not hang behind `pinlock.cancel`).
+        let client = SharedClient::new(config, "SET lock_timeout = '2s'; SET statement_timeout = '30s'");
+        Self { host: host.into(), client }
     }
 
     /// This host's id in the queue.
@@ -170,25 +172,7 @@ impl Queue {
 
     /// The statement connection, reopened if it dropped.
     async fn client(&self) -> Result<Arc<Client>, DbError> {
-        let mut slot = self.client.lock().await;
-        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(client.clone());
-        }
-        let (client, connection) = self.config.open().await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "queue connection ended");
-            }
-        });
-        // Queue statements never wait long for a row a producer's open
-        // transaction holds (a renewal must not hang behind `pinlock.cancel`).
-        client
-            .batch_execute("SET lock_timeout = '2s'; SET statement_timeout = '30s'")
-            .await
-            .map_err(DbError::query("setting up the queue connection"))?;
-        let client = Arc::new(client);
-        *slot = Some(client.clone());
-        Ok(client)
+        self.client.get().await
     }
 
     async fn query(
@@ -355,7 +339,7 @@ impl Queue {
     }
 
     async fn listen_once(&self, notices: &mpsc::UnboundedSender<Notice>) -> Result<(), DbError> {
-        let (client, mut connection) = self.config.open().await?;
+        let (client, mut connection) = self.client.config().open().await?;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let driver = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -1,8 +1,10 @@
 //! The HTTP side of `pinlock serve` (axum): the versioned JSON API under
-//! `/v1`, the probes `/livez` and `/readyz`, and `/metrics`. Errors are JSON
+//! `/v1`, the probes `/livez` and `/readyz`, `/metrics`, and the dashboard's
+//! routes (see [`super::dashboard`]). Errors are JSON
 //! `{"error":{"code","message"}}` with a stable `code`. Every route but the
-//! probes needs `Authorization: Bearer <token>` when tokens are configured;
-//! tokens are compared in constant time and never logged.
+//! probes needs `Authorization: Bearer <token>` when tokens are configured
+//! (the dashboard's pages also take the token from the cookie its sign-in
+//! form sets); tokens are compared in constant time and never logged.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -43,6 +45,7 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
+        .merge(super::dashboard::router(service.clone()))
         .merge(api)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(service)
@@ -86,19 +89,25 @@ impl IntoResponse for ApiError {
 
 async fn auth(State(service): State<Arc<Service>>, headers: HeaderMap, request: Request, next: Next) -> Response {
     let tokens = &service.config.server.tokens;
-    if tokens.is_empty() {
-        return next.run(request).await;
-    }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if tokens.iter().any(|t| constant_time_eq(t.as_bytes(), presented.as_bytes())) {
+    if tokens.is_empty() || token_accepted(tokens, bearer(&headers)) {
         return next.run(request).await;
     }
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid `Authorization: Bearer <token>` is required")
         .into_response()
+}
+
+/// The request's bearer token ("" when it has none).
+pub(crate) fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+/// Whether `presented` is one of `tokens` (compared in constant time).
+pub(crate) fn token_accepted(tokens: &[String], presented: &str) -> bool {
+    tokens.iter().any(|t| constant_time_eq(t.as_bytes(), presented.as_bytes()))
 }
 
 /// Compares without an early exit on the first differing byte.

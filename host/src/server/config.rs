@@ -21,6 +21,10 @@
 //! retention_hours = 24            # finished jobs are pruned after this
 //! max_attempts = 5                # default per job
 //!
+//! [dashboard]                     # the page at `/`
+//! slow_secs = 10                  # holds and waits longer than this are marked
+//! sample_secs = 10                # "over time" keeps one sample per this, for an hour
+//!
 //! [workers.inventory]
 //! component = "workers/inventory.wasm"
 //! time_limit_ms = 60000
@@ -74,6 +78,9 @@ pub struct ServeConfig {
     /// The job queue.
     #[serde(default)]
     pub queue: QueueSection,
+    /// The dashboard.
+    #[serde(default)]
+    pub dashboard: DashboardSection,
     /// The workers this host runs, by name.
     #[serde(default)]
     pub workers: BTreeMap<String, WorkerSection>,
@@ -152,6 +159,22 @@ pub struct QueueSection {
 impl Default for QueueSection {
     fn default() -> Self {
         Self { lease_secs: 30, poll_ms: 1000, retention_hours: 24, max_attempts: 5 }
+    }
+}
+
+/// `[dashboard]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardSection {
+    /// Holds and waits longer than this are marked on the page.
+    pub slow_secs: u64,
+    /// Seconds between two samples of "over time" (an hour of them is kept).
+    pub sample_secs: u64,
+}
+
+impl Default for DashboardSection {
+    fn default() -> Self {
+        Self { slow_secs: 10, sample_secs: 10 }
     }
 }
 
@@ -285,6 +308,9 @@ impl ServeConfig {
         }
         if self.queue.max_attempts < 1 {
             return invalid("queue.max_attempts must be at least 1".into());
+        }
+        if self.dashboard.slow_secs == 0 || !(1..=60).contains(&self.dashboard.sample_secs) {
+            return invalid("dashboard.slow_secs must be at least 1 and dashboard.sample_secs 1 to 60".into());
         }
         for (name, worker) in &self.workers {
             if !valid_worker_name(name) {

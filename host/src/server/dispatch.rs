@@ -175,6 +175,7 @@ impl Service {
             for run in &runs {
                 let (outcome, output, error) = classify(&run.outcome, draining);
                 self.metrics.job_finished(&run.worker, outcome.as_str(), &run.outcome);
+                self.dashboard.job_finished(run.id, outcome.as_str(), &run.outcome.locks);
                 batch.push(Finished { id: run.id, attempt: run.attempt, outcome, output, error });
             }
             self.finish_with_retry(&batch).await;

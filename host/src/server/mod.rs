@@ -2,13 +2,15 @@
 //! serves the workers of its configuration ([`config`], [`workers`]), takes
 //! jobs from the queue every host on the database shares ([`crate::queue`])
 //! and runs them on the shared scheduler ([`crate::jobs`]) through the loops
-//! in [`dispatch`], and answers HTTP ([`api`]: the `/v1` API, probes and
-//! [`metrics`]). On SIGTERM/SIGINT it drains: readiness fails at once, no new
-//! claims, running jobs get a grace period, then are cancelled (their locks
-//! released, their leases given back so another host takes them at once).
+//! in [`dispatch`], and answers HTTP ([`api`]: the `/v1` API, probes,
+//! [`metrics`] and the dashboard at `/`, see [`dashboard`]). On
+//! SIGTERM/SIGINT it drains: readiness fails at once, no new claims, running
+//! jobs get a grace period, then are cancelled (their locks released, their
+//! leases given back so another host takes them at once).
 
 pub mod api;
 pub mod config;
+mod dashboard;
 mod dispatch;
 pub mod metrics;
 pub mod workers;
@@ -63,6 +65,7 @@ pub(crate) struct Service {
     pub(crate) db: Arc<Database>,
     pub(crate) db_config: DbConfig,
     pub(crate) metrics: Metrics,
+    pub(crate) dashboard: dashboard::Dashboard,
     /// Set when the drain starts: readiness fails, no more claims.
     pub(crate) draining: AtomicBool,
     /// Wakes the dispatcher (a job became due, a slot came free).
@@ -129,6 +132,7 @@ impl Server {
         let (notice_tx, notice_rx) = mpsc::unbounded_channel();
         let service = Arc::new(Service {
             scheduler: Scheduler::new(runtime, db.clone(), config.server.max_jobs),
+            dashboard: dashboard::Dashboard::new(&config.dashboard, target.db.clone()),
             config,
             workers,
             queue,
@@ -148,12 +152,13 @@ impl Server {
             tokio::spawn(async move { service.queue.listen(notice_tx, Duration::from_secs(1)).await })
         };
         let dispatcher = tokio::spawn(service.clone().dispatch());
-        let loops = vec![
+        let mut loops = vec![
             tokio::spawn(service.clone().keep_leases()),
             tokio::spawn(service.clone().janitor()),
             tokio::spawn(service.clone().on_notices(notice_rx)),
             listen,
         ];
+        loops.extend(dashboard::spawn(&service));
         let stop_http = CancellationToken::new();
         let app = api::router(service.clone());
         let http = {
@@ -198,6 +203,8 @@ impl Server {
         for task in &self.loops {
             task.abort();
         }
+        // Every job has stopped: this host holds and waits for nothing.
+        dashboard::withdraw(&service).await;
         // Every job has handed its outcome over: the completer writes what
         // is left (a biased select takes queued outcomes before the stop).
         self.stop_completer.cancel();

@@ -3,6 +3,8 @@
 //! `pg_locks`, and helpers to run scripted jobs.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod serve;
+
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
