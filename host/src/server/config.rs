@@ -159,11 +159,11 @@ impl Default for QueueSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
-    /// `pinlock:host/distributed-lock`.
+    /// `pinlock:host/distributed-lock` and the `wasi:distributed-lock` draft.
     Lock,
-    /// `pinlock:host/key-value`.
+    /// `pinlock:host/key-value` and `wasi:keyvalue`.
     KeyValue,
-    /// `pinlock:host/logging`.
+    /// `pinlock:host/logging` and `wasi:logging`.
     Logging,
 }
 
@@ -171,13 +171,20 @@ impl Capability {
     /// Every capability.
     pub const ALL: [Capability; 3] = [Capability::Lock, Capability::KeyValue, Capability::Logging];
 
-    /// The WIT interface it grants (without the version).
-    pub fn interface(self) -> &'static str {
+    /// The WIT interfaces it grants (name prefixes, without the version).
+    pub fn interfaces(self) -> &'static [&'static str] {
         match self {
-            Capability::Lock => "pinlock:host/distributed-lock",
-            Capability::KeyValue => "pinlock:host/key-value",
-            Capability::Logging => "pinlock:host/logging",
+            Capability::Lock => &["pinlock:host/distributed-lock", "wasi:distributed-lock/"],
+            Capability::KeyValue => &["pinlock:host/key-value", "wasi:keyvalue/"],
+            Capability::Logging => &["pinlock:host/logging", "wasi:logging/"],
         }
+    }
+
+    /// The capability that grants importing `interface`, if one does (WASI
+    /// 0.2 needs none: the job's context grants no files, network or
+    /// environment).
+    pub fn needed_for(interface: &str) -> Option<Capability> {
+        Capability::ALL.into_iter().find(|c| c.interfaces().iter().any(|prefix| interface.starts_with(prefix)))
     }
 
     /// Its name in the configuration.
