@@ -314,6 +314,23 @@ pub fn valid_worker_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// Each capability grants pinlock's interface and its standard
+    /// counterpart; WASI 0.2 needs none.
+    #[test]
+    fn capabilities_cover_the_standard_interfaces_too() {
+        for (interface, needed) in [
+            ("pinlock:host/key-value@0.2.1", Some(Capability::KeyValue)),
+            ("wasi:keyvalue/atomics@0.2.0-draft2", Some(Capability::KeyValue)),
+            ("pinlock:host/distributed-lock@0.2.0", Some(Capability::Lock)),
+            ("wasi:distributed-lock/locker@0.1.0", Some(Capability::Lock)),
+            ("pinlock:host/logging@0.2.1", Some(Capability::Logging)),
+            ("wasi:logging/logging@0.1.0-draft", Some(Capability::Logging)),
+            ("wasi:cli/stderr@0.2.0", None),
+        ] {
+            assert_eq!(Capability::needed_for(interface), needed, "{interface}");
+        }
+    }
+
     #[test]
     fn the_documented_example_parses_and_unknown_fields_are_refused() {
         let doc = include_str!("config.rs");
