@@ -3,7 +3,7 @@
 
 use wasmtime::component::Resource;
 
-use super::PinlockView;
+use super::{BucketRefused, PinlockView};
 use super::bindings::pinlock::host::key_value::{Error, Host, HostBucket, KeyPage};
 use crate::db::KvError;
 
@@ -33,7 +33,10 @@ impl From<KvError> for KvFailure {
 impl Host for PinlockView<'_> {
     async fn open(&mut self, identifier: String) -> Result<Resource<BucketHandle>, KvFailure> {
         // A bucket this worker was not granted is, to it, no such store.
-        let bucket = self.open_bucket(identifier).map_err(|refused| KvError::NoSuchStore(refused.to_string()))?;
+        let bucket = self.open_bucket(identifier).map_err(|refused| match refused {
+            BucketRefused::Invalid(err) => err,
+            not_granted @ BucketRefused::NotGranted(_) => KvError::NoSuchStore(not_granted.to_string()),
+        })?;
         self.table.push(bucket).map_err(|_| Error::Other("too many open handles in this job".into()).into())
     }
 
