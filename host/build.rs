@@ -15,12 +15,14 @@ const GUESTS: &[(&str, &str)] = &[
     ("fenced-write", "fenced_write.wasm"),
     ("pinlock-test-scripted", "pinlock_test_scripted.wasm"),
     ("pinlock-test-bench", "pinlock_test_bench.wasm"),
+    ("pinlock-test-wasi-kv", "pinlock-test-wasi-kv.wasm"),
+    ("pinlock-test-wasi-lock", "pinlock-test-wasi-lock.wasm"),
 ];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("host/ lives inside the workspace").to_path_buf();
-    for watched in ["wit", "guest-sdk", "examples", "host/tests/guests", "Cargo.toml", ".cargo/config.toml"] {
+    for watched in ["guest-sdk", "host/wit", "examples", "host/tests/guests", "Cargo.toml", ".cargo/config.toml"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     ensure_wasm_target();

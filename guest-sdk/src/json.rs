@@ -172,6 +172,31 @@ mod tests {
         assert_eq!(Json::<Echo>::run(br#"{"from":"a","amount":0}"#.to_vec()).unwrap_err(), "nothing to move");
     }
 
+    /// Output that cannot be written as JSON (here a map with non-string
+    /// keys) fails the job with a message saying so, instead of returning
+    /// bytes that are not JSON. The control: the same worker with output
+    /// that can be written returns it.
+    #[test]
+    fn output_that_is_not_json_fails_the_job_clearly() {
+        use std::collections::BTreeMap;
+
+        struct Pairs;
+
+        impl JsonWorker for Pairs {
+            type Input = bool;
+            type Output = BTreeMap<(u8, u8), u8>;
+            type Error = String;
+
+            fn run(writable: bool) -> Result<Self::Output, String> {
+                Ok(if writable { BTreeMap::new() } else { BTreeMap::from([((1, 2), 3)]) })
+            }
+        }
+
+        let error = Json::<Pairs>::run(b"false".to_vec()).unwrap_err();
+        assert_eq!(error, "the job's output cannot be written as JSON: key must be a string");
+        assert_eq!(Json::<Pairs>::run(b"true".to_vec()).unwrap(), b"{}");
+    }
+
     #[test]
     fn empty_input_is_null() {
         assert_eq!(Json::<Unit>::run(Vec::new()).unwrap(), br#""done""#);

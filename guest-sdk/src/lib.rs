@@ -89,11 +89,12 @@ pub use uuid::Uuid;
 /// ```
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Bindings generated from `wit/pinlock.wit`; use the wrappers instead.
+/// Bindings generated from `wit/pinlock.wit` (this crate's copy of the
+/// contract, the one the host is built from too); use the wrappers instead.
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "worker",
         pub_export_macro: true,
     });

@@ -1,6 +1,9 @@
 //! pinlock runs sandboxed WebAssembly jobs that hold distributed locks.
 //!
-//! A *worker* is a component of the `pinlock:host/worker` world (`wit/`). Each
+//! A *worker* is a component of the `pinlock:host/worker` world
+//! (`guest-sdk/wit/`), or a WASI command using the standard interfaces the
+//! host also serves (`host/wit/`: `wasi:keyvalue`, `wasi:logging`, the
+//! `wasi:distributed-lock` draft). Each
 //! job of it gets a fresh instance, and the locks it takes on entities (UUIDs)
 //! are PostgreSQL advisory locks held on one session pinned to the job from
 //! grant to release. Whatever way the job ends, the host releases what it

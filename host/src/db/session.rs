@@ -69,6 +69,13 @@ statements! {
     kv_set = sql::KV_SET,
     kv_delete = sql::KV_DELETE,
     kv_exists = sql::KV_EXISTS,
+    kv_increment = sql::KV_INCREMENT,
+    kv_insert_new = sql::KV_INSERT_NEW,
+    kv_swap = sql::KV_SWAP,
+    kv_get_many = sql::KV_GET_MANY,
+    kv_set_many = sql::KV_SET_MANY,
+    kv_delete_many = sql::KV_DELETE_MANY,
+    kv_list_keys = sql::KV_LIST_KEYS,
 }
 
 impl Statements {

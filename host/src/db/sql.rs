@@ -90,6 +90,40 @@ pub const KV_SET: &str = "INSERT INTO pinlock.kv (bucket, key, value) VALUES ($1
      ON CONFLICT (bucket, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()";
 pub const KV_DELETE: &str = "DELETE FROM pinlock.kv WHERE bucket = $1 AND key = $2";
 pub const KV_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pinlock.kv WHERE bucket = $1 AND key = $2)";
+/// Adds `$3` to the decimal integer under the key (a missing key counts as
+/// 0) and returns the sum. A value that is not such an integer, or an
+/// overflow, raises a data exception (SQLSTATE class 22) and changes nothing.
+pub const KV_INCREMENT: &str = "INSERT INTO pinlock.kv (bucket, key, value)
+     VALUES ($1, $2, convert_to($3::int8::text, 'UTF8'))
+     ON CONFLICT (bucket, key) DO UPDATE
+        SET value = convert_to((convert_from(pinlock.kv.value, 'UTF8')::int8 + $3::int8)::text, 'UTF8'),
+            updated_at = now()
+     RETURNING convert_from(value, 'UTF8')::int8";
+/// Compare-and-swap when the key is expected to have no value: inserts, or
+/// touches nothing (0 rows) when a value is there.
+pub const KV_INSERT_NEW: &str = "INSERT INTO pinlock.kv (bucket, key, value) VALUES ($1, $2, $3)
+     ON CONFLICT (bucket, key) DO NOTHING";
+/// Compare-and-swap: replaces the value only if it is `$3` now (1 row), else
+/// touches nothing. Under READ COMMITTED an UPDATE that waited for a
+/// concurrent writer re-checks its WHERE on the row that writer left.
+pub const KV_SWAP: &str = "UPDATE pinlock.kv SET value = $4, updated_at = now()
+     WHERE bucket = $1 AND key = $2 AND value = $3";
+/// The values under the keys `$2` as one array, in the order given (NULL
+/// for a missing key).
+pub const KV_GET_MANY: &str = "SELECT coalesce(array_agg(kv.value ORDER BY wanted.n), '{}')
+       FROM unnest($2::text[]) WITH ORDINALITY AS wanted(key, n)
+       LEFT JOIN pinlock.kv kv ON kv.bucket = $1 AND kv.key = wanted.key";
+/// Stores the pairs `($2[i], $3[i])` in one statement (so all or none). The
+/// keys must be distinct: an upsert cannot touch one row twice.
+pub const KV_SET_MANY: &str = "INSERT INTO pinlock.kv (bucket, key, value)
+     SELECT $1, pair.key, pair.value FROM unnest($2::text[], $3::bytea[]) AS pair(key, value)
+     ON CONFLICT (bucket, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()";
+pub const KV_DELETE_MANY: &str = "DELETE FROM pinlock.kv WHERE bucket = $1 AND key = ANY($2::text[])";
+/// Up to `$3` keys of a bucket after `$2` ('' for the first page: every key
+/// is non-empty) as one array, in the order of the primary key's index.
+pub const KV_LIST_KEYS: &str = "SELECT coalesce(array_agg(key ORDER BY key), '{}') FROM (
+         SELECT key FROM pinlock.kv WHERE bucket = $1 AND key > $2 ORDER BY key LIMIT $3
+     ) AS page";
 
 /// Every advisory lock in this database, held or awaited, with its entity
 /// when the key is one of ours and the holder's identity.

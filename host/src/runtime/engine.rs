@@ -9,7 +9,7 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::imports::{JobState, Pinlock, bindings};
+use super::imports::{JobState, Pinlock, bindings, standard};
 
 /// How often the epoch advances; a running guest yields to other tasks at
 /// least this often, which is what lets a wall-clock limit stop a spinning one.
@@ -85,6 +85,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(fail)?;
         bindings::Worker::add_to_linker::<JobState, Pinlock>(&mut linker, JobState::pinlock).map_err(fail)?;
+        standard::Standard::add_to_linker::<JobState, Pinlock>(&mut linker, JobState::pinlock).map_err(fail)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(&engine, ticker_stop.clone()).map_err(|e| RuntimeError(e.to_string()))?;
         Ok(Self { engine, linker, settings, ticker_stop })

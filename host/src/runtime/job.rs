@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::Store;
 
 use super::imports::JobState;
+use super::worker::Entry;
 use super::{JobLimits, Runtime, Worker};
 use crate::db::{JobSession, LockStats, ReleaseOutcome};
 
@@ -92,19 +93,33 @@ impl Runtime {
         let JobLimits { time_limit: limit, memory_limit } = worker.limits;
         // No lock or session wait of the job outlives its time limit.
         db.set_deadline(tokio::time::Instant::now() + limit);
-        let mut store = Store::new(&self.engine, JobState::new(db.clone(), memory_limit, worker.buckets.clone()));
+        let command_input = matches!(worker.entry, Entry::Command(_)).then_some(input);
+        let state = JobState::new(db.clone(), memory_limit, worker.buckets.clone(), command_input);
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_async_yield_and_update(1);
 
         let ended = {
             let call = async {
-                let instance = match worker.pre.instantiate_async(&mut store).await {
-                    Ok(instance) => instance,
-                    Err(e) => return Ended::StartFailed(e),
-                };
-                match instance.call_run(&mut store, input).await {
-                    Ok(returned) => Ended::Returned(returned),
-                    Err(trap) => Ended::Trapped(trap),
+                match &worker.entry {
+                    Entry::Worker(pre) => {
+                        let instance = match pre.instantiate_async(&mut store).await {
+                            Ok(instance) => instance,
+                            Err(e) => return Ended::StartFailed(e),
+                        };
+                        match instance.call_run(&mut store, input).await {
+                            Ok(returned) => Ended::Returned(returned),
+                            Err(trap) => Ended::Trapped(trap),
+                        }
+                    }
+                    Entry::Command(pre) => {
+                        let command = match pre.instantiate_async(&mut store).await {
+                            Ok(command) => command,
+                            Err(e) => return Ended::StartFailed(e),
+                        };
+                        let ran = command.wasi_cli_run().call_run(&mut store).await;
+                        command_ended(ran, &store)
+                    }
                 }
             };
             // Cancel first: a job cancelled before it starts never runs its guest.
@@ -135,14 +150,40 @@ impl Runtime {
     }
 }
 
-/// The trap and the end of what the guest wrote to stderr (a Rust panic
-/// writes "thread … panicked at FILE:LINE:COL:" and the message there).
-fn describe_trap(trap: &wasmtime::Error, store: &Store<JobState>) -> String {
+/// How a WASI command ended: its stdout is the output when it returned
+/// `ok` or exited with status 0; any other status fails the job, with the
+/// end of its stderr as the message.
+fn command_ended(ran: wasmtime::Result<Result<(), ()>>, store: &Store<JobState>) -> Ended {
+    let status = match ran {
+        Ok(Ok(())) => 0,
+        Ok(Err(())) => 1,
+        Err(trap) => match trap.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) => exit.0,
+            None => return Ended::Trapped(trap),
+        },
+    };
+    if status == 0 {
+        let output = store.data().stdout.as_ref().map(|stdout| stdout.contents().to_vec()).unwrap_or_default();
+        return Ended::Returned(Ok(output));
+    }
+    let tail = stderr_tail(store);
+    let message = if tail.is_empty() { String::new() } else { format!(": {tail}") };
+    Ended::Returned(Err(format!("the command exited with status {status}{message}")))
+}
+
+/// The last two non-empty lines the guest wrote to stderr.
+fn stderr_tail(store: &Store<JobState>) -> String {
     let stderr = store.data().stderr.contents();
     let stderr = String::from_utf8_lossy(&stderr);
     let lines: Vec<&str> =
         stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("note: run with")).collect();
-    let tail = lines[lines.len().saturating_sub(2)..].join(" ");
+    lines[lines.len().saturating_sub(2)..].join(" ")
+}
+
+/// The trap and the end of what the guest wrote to stderr (a Rust panic
+/// writes "thread … panicked at FILE:LINE:COL:" and the message there).
+fn describe_trap(trap: &wasmtime::Error, store: &Store<JobState>) -> String {
+    let tail = stderr_tail(store);
     let root = trap.root_cause().to_string();
     if tail.is_empty() { root } else { format!("{root}; guest stderr: {tail}") }
 }

@@ -9,5 +9,6 @@ mod stderr;
 mod worker;
 
 pub use engine::{Runtime, RuntimeError, RuntimeSettings};
+pub use imports::SERVED_INTERFACES;
 pub use job::{JobError, JobOutcome};
 pub use worker::{JobLimits, Worker, WorkerError};

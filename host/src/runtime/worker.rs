@@ -1,12 +1,20 @@
-//! A loaded worker: a component compiled once, checked against the `worker`
-//! world, and pre-instantiated so each job only pays for a fresh instance.
+//! A loaded worker: a component compiled once, checked against what the
+//! host serves, and pre-instantiated so each job only pays for a fresh
+//! instance.
+//!
+//! A worker is entered one of two ways: a pinlock worker exports `run` (the
+//! `pinlock:host/worker` world: input bytes in, output bytes or an error
+//! message out); a WASI command exports `wasi:cli/run` and gets the job's
+//! input on stdin and gives its output on stdout, so a component written
+//! only against standard interfaces runs unchanged.
 
 use std::path::Path;
 
 use wasmtime::component::Component;
+use wasmtime_wasi::p2::bindings::CommandPre;
 
 use super::Runtime;
-use super::imports::{JobState, bindings};
+use super::imports::{JobState, SERVED_INTERFACES, bindings, is_offered};
 
 /// Why a file cannot be run as a worker (always the file's fault).
 #[derive(Debug, thiserror::Error)]
@@ -31,14 +39,36 @@ pub enum WorkerError {
     /// WebAssembly that does not compile.
     #[error("invalid component: {0}")]
     Invalid(String),
+    /// It imports an interface (or a version of one) the host does not serve.
+    #[error(
+        "the component imports {import}, which this host does not serve; it serves {}, \
+         and WASI 0.2 (wasi:cli, wasi:clocks, wasi:filesystem, wasi:io, wasi:random, wasi:sockets \
+         at 0.2.x, with no files, network or environment granted)",
+        SERVED_INTERFACES.join(", ")
+    )]
+    UnknownImport {
+        /// The import, as the component names it (`wasi:keyvalue/store@0.2.0-draft`).
+        import: String,
+    },
     /// A component of another world.
-    #[error("not a pinlock worker (world pinlock:host/worker): {0}")]
+    #[error(
+        "not a pinlock worker: it must export `run` (world pinlock:host/worker) or wasi:cli/run \
+         (a WASI command): {0}"
+    )]
     WrongWorld(String),
+}
+
+/// How a job enters a worker.
+pub(crate) enum Entry {
+    /// The `run` export of `pinlock:host/worker`.
+    Worker(bindings::WorkerPre<JobState>),
+    /// `wasi:cli/run`: input on stdin, output on stdout.
+    Command(CommandPre<JobState>),
 }
 
 /// A component ready to run jobs.
 pub struct Worker {
-    pub(crate) pre: bindings::WorkerPre<JobState>,
+    pub(crate) entry: Entry,
     pub(crate) limits: JobLimits,
     /// Key-value buckets its jobs may open (`None`: any).
     pub(crate) buckets: Option<std::sync::Arc<[String]>>,
@@ -108,12 +138,24 @@ impl Runtime {
             Some(dir) => self.compile_cached(bytes, dir)?,
             None => self.compile(bytes)?,
         };
+        let imports: Vec<String> =
+            component.component_type().imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        if let Some(import) = imports.iter().find(|import| !is_offered(import)) {
+            return Err(WorkerError::UnknownImport { import: import.clone() });
+        }
+        // Served names with another shape (a function missing or typed
+        // otherwise) fail here, in wasmtime's words.
         let instance_pre =
             self.linker.instantiate_pre(&component).map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
-        let pre = bindings::WorkerPre::new(instance_pre).map_err(|e| WorkerError::WrongWorld(format!("{e:#}")))?;
-        let imports = component.component_type().imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        let entry = match bindings::WorkerPre::new(instance_pre.clone()) {
+            Ok(pre) => Entry::Worker(pre),
+            Err(not_worker) => match CommandPre::new(instance_pre) {
+                Ok(pre) => Entry::Command(pre),
+                Err(_) => return Err(WorkerError::WrongWorld(format!("{not_worker:#}"))),
+            },
+        };
         let limits = JobLimits { time_limit: self.settings.time_limit, memory_limit: self.settings.memory_limit };
-        Ok(Worker { pre, limits, buckets: None, imports })
+        Ok(Worker { entry, limits, buckets: None, imports })
     }
 
     fn compile(&self, bytes: &[u8]) -> Result<Component, WorkerError> {

@@ -182,11 +182,11 @@ impl Default for DashboardSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
-    /// `pinlock:host/distributed-lock`.
+    /// `pinlock:host/distributed-lock` and the `wasi:distributed-lock` draft.
     Lock,
-    /// `pinlock:host/key-value`.
+    /// `pinlock:host/key-value` and `wasi:keyvalue`.
     KeyValue,
-    /// `pinlock:host/logging`.
+    /// `pinlock:host/logging` and `wasi:logging`.
     Logging,
 }
 
@@ -194,13 +194,20 @@ impl Capability {
     /// Every capability.
     pub const ALL: [Capability; 3] = [Capability::Lock, Capability::KeyValue, Capability::Logging];
 
-    /// The WIT interface it grants (without the version).
-    pub fn interface(self) -> &'static str {
+    /// The WIT interfaces it grants (name prefixes, without the version).
+    pub fn interfaces(self) -> &'static [&'static str] {
         match self {
-            Capability::Lock => "pinlock:host/distributed-lock",
-            Capability::KeyValue => "pinlock:host/key-value",
-            Capability::Logging => "pinlock:host/logging",
+            Capability::Lock => &["pinlock:host/distributed-lock", "wasi:distributed-lock/"],
+            Capability::KeyValue => &["pinlock:host/key-value", "wasi:keyvalue/"],
+            Capability::Logging => &["pinlock:host/logging", "wasi:logging/"],
         }
+    }
+
+    /// The capability that grants importing `interface`, if one does (WASI
+    /// 0.2 needs none: the job's context grants no files, network or
+    /// environment).
+    pub fn needed_for(interface: &str) -> Option<Capability> {
+        Capability::ALL.into_iter().find(|c| c.interfaces().iter().any(|prefix| interface.starts_with(prefix)))
     }
 
     /// Its name in the configuration.
@@ -332,6 +339,23 @@ pub fn valid_worker_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each capability grants pinlock's interface and its standard
+    /// counterpart; WASI 0.2 needs none.
+    #[test]
+    fn capabilities_cover_the_standard_interfaces_too() {
+        for (interface, needed) in [
+            ("pinlock:host/key-value@0.2.1", Some(Capability::KeyValue)),
+            ("wasi:keyvalue/atomics@0.2.0-draft2", Some(Capability::KeyValue)),
+            ("pinlock:host/distributed-lock@0.2.0", Some(Capability::Lock)),
+            ("wasi:distributed-lock/locker@0.1.0", Some(Capability::Lock)),
+            ("pinlock:host/logging@0.2.1", Some(Capability::Logging)),
+            ("wasi:logging/logging@0.1.0-draft", Some(Capability::Logging)),
+            ("wasi:cli/stderr@0.2.0", None),
+        ] {
+            assert_eq!(Capability::needed_for(interface), needed, "{interface}");
+        }
+    }
 
     #[test]
     fn the_documented_example_parses_and_unknown_fields_are_refused() {

@@ -136,8 +136,8 @@ fn load_one(
     let mut worker =
         runtime.load_cached(bytes, cache).map_err(|cause| LoadError::Component { name: name.into(), cause })?;
     for interface in worker.imports() {
-        let Some(capability) = Capability::ALL.into_iter().find(|c| interface.starts_with(c.interface())) else {
-            continue; // WASI: the job's context grants no files, network or environment.
+        let Some(capability) = Capability::needed_for(interface) else {
+            continue; // WASI 0.2: the job's context grants no files, network or environment.
         };
         if !section.capabilities.contains(&capability) {
             let granted: Vec<&str> = section.capabilities.iter().map(|c| c.name()).collect();

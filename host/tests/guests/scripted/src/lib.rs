@@ -61,6 +61,34 @@ enum Step {
         bucket: String,
         key: String,
     },
+    KvIncrement {
+        bucket: String,
+        key: String,
+        delta: i64,
+    },
+    /// Compare-and-swap; `expected: null` means "only if absent".
+    KvCas {
+        bucket: String,
+        key: String,
+        expected: Option<String>,
+        value: String,
+    },
+    KvGetMany {
+        bucket: String,
+        keys: Vec<String>,
+    },
+    KvSetMany {
+        bucket: String,
+        entries: Vec<(String, String)>,
+    },
+    KvDeleteMany {
+        bucket: String,
+        keys: Vec<String>,
+    },
+    /// Every key of the bucket, through `Bucket::keys` (page by page).
+    KvKeys {
+        bucket: String,
+    },
     Fail {
         message: String,
     },
@@ -193,6 +221,41 @@ impl Runner {
                 Ok(value) => json!({ "value": value }),
                 Err(e) => kv_err(&e),
             },
+            Step::KvIncrement { bucket, key, delta } => {
+                match kv::Bucket::open(&bucket).and_then(|b| b.increment(&key, delta)) {
+                    Ok(value) => json!({ "value": value }),
+                    Err(e) => kv_err(&e),
+                }
+            }
+            Step::KvCas { bucket, key, expected, value } => {
+                let expected = expected.as_ref().map(String::as_bytes);
+                match kv::Bucket::open(&bucket).and_then(|b| b.compare_and_swap(&key, expected, value.as_bytes())) {
+                    Ok(swapped) => json!({ "swapped": swapped }),
+                    Err(e) => kv_err(&e),
+                }
+            }
+            Step::KvGetMany { bucket, keys } => match kv::Bucket::open(&bucket).and_then(|b| b.get_many(&keys)) {
+                Ok(values) => {
+                    let values: Vec<Option<String>> =
+                        values.into_iter().map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned())).collect();
+                    json!({ "values": values })
+                }
+                Err(e) => kv_err(&e),
+            },
+            Step::KvSetMany { bucket, entries } => match kv::Bucket::open(&bucket).and_then(|b| b.set_many(&entries)) {
+                Ok(()) => json!({ "set": entries.len() }),
+                Err(e) => kv_err(&e),
+            },
+            Step::KvDeleteMany { bucket, keys } => match kv::Bucket::open(&bucket).and_then(|b| b.delete_many(&keys)) {
+                Ok(()) => json!({ "deleted": keys.len() }),
+                Err(e) => kv_err(&e),
+            },
+            Step::KvKeys { bucket } => {
+                match kv::Bucket::open(&bucket).and_then(|b| b.keys().collect::<Result<Vec<_>, _>>()) {
+                    Ok(keys) => json!({ "keys": keys }),
+                    Err(e) => kv_err(&e),
+                }
+            }
             Step::Fail { message } => return Err(message),
             Step::Panic => panic!("scripted panic"),
             Step::Spin => loop {
