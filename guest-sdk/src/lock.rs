@@ -1,7 +1,8 @@
 //! Distributed locks on entities: requests, guards and lock errors.
 //!
-//! The host holds every lock on one database session pinned to the job, and
-//! releases whatever the job still holds when it ends, however it ends.
+//! The host holds every lock of a job on one database session (which may
+//! carry other jobs' locks too; the host keeps them apart), and releases
+//! whatever the job still holds when it ends, however it ends.
 
 use std::{error::Error, fmt, time::Duration};
 

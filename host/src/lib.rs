@@ -5,8 +5,9 @@
 //! host also serves (`host/wit/`: `wasi:keyvalue`, `wasi:logging`, the
 //! `wasi:distributed-lock` draft). Each
 //! job of it gets a fresh instance, and the locks it takes on entities (UUIDs)
-//! are PostgreSQL advisory locks held on one session pinned to the job from
-//! grant to release. Whatever way the job ends, the host releases what it
+//! are PostgreSQL advisory locks held on the job's home session from grant to
+//! release (a session shared by many jobs' locks, behind the host's lock
+//! table; see `docs/design/sessions.md`). Whatever way the job ends, the host releases what it
 //! still holds before the job's outcome is returned.
 //!
 //! The crate has two halves that meet only through [`db::JobSession`]:
