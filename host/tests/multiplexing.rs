@@ -324,3 +324,41 @@ async fn one_job_at_a_time_uses_one_session() {
     }
     assert_eq!(db.sessions_opened(), 1);
 }
+
+/// A local waiter that holds nothing yet follows the unlock that lets it in
+/// onto the releaser's session, so its lock statement runs right after that
+/// unlock (one round trip per hand-off). The control: a waiter that already
+/// holds a lock elsewhere keeps its home (a job's locks never leave it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiter_that_holds_nothing_follows_the_unlock() {
+    let db = database_with(DbSettings { max_sessions: 4, shared_sessions: 3, ..DbSettings::default() }).await;
+    let entity = Uuid::new_v4();
+    let holder = db.job_session();
+    let held = holder.acquire(entity, LockMode::Exclusive, None).await.expect("holder");
+    let holder_pid = holder.backend_pid().await.expect("session");
+    // Two waiters on other sessions: one holding nothing (its first call
+    // was a key-value read), one holding a lock of its own.
+    let (empty, loaded) = (db.job_session(), db.job_session());
+    empty.kv_get("follow", "k").await.expect("kv");
+    loaded.acquire(Uuid::new_v4(), LockMode::Exclusive, None).await.expect("its own lock");
+    let (empty_pid, loaded_pid) = (empty.backend_pid().await, loaded.backend_pid().await);
+    assert!(empty_pid != Some(holder_pid) && loaded_pid != Some(holder_pid), "three sessions in play");
+    let wait = |job: Arc<pinlock::db::JobSession>| {
+        tokio::spawn(async move {
+            let grant = job.acquire(entity, LockMode::Exclusive, Some(Duration::from_secs(5))).await.expect("granted");
+            let pid = job.backend_pid().await;
+            job.release(grant.id).await.expect("release");
+            pid
+        })
+    };
+    let empty_waits = wait(empty.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let loaded_waits = wait(loaded.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    holder.release(held.id).await.expect("release");
+    assert_eq!(empty_waits.await.expect("task"), Some(holder_pid), "the empty waiter followed the unlock");
+    assert_eq!(loaded_waits.await.expect("task"), loaded_pid, "the loaded waiter kept its home");
+    for job in [holder, empty, loaded] {
+        job.release_all().await;
+    }
+}

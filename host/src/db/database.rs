@@ -9,13 +9,14 @@ use tokio::sync::oneshot;
 
 use super::activity::{LockActivity, Registry};
 use super::keys::KeyCache;
-use super::pool::SessionPool;
+use super::pool::{SessionPool, SharedSession};
 use super::stats::{Counters, DbStats};
 use super::table::{LockTable, SessionId};
 use super::{DbConfig, DbError, JobSession, migrate};
 
-/// How a waiter in the lock table is woken.
-pub(crate) type Wake = oneshot::Sender<()>;
+/// How a waiter in the lock table is woken: with the shared session whose
+/// unlock let it in, when there is one (see [`HostTable::wake_via`]).
+pub(crate) type Wake = oneshot::Sender<Option<Arc<SharedSession>>>;
 
 /// Job ids are unique within a process; `application_name` tells hosts apart.
 static NEXT_JOB_ID: AtomicU64 = AtomicU64::new(1);
@@ -164,7 +165,16 @@ impl HostTable {
     /// Runs `op` and wakes whoever it lets in.
     pub(crate) fn wake(&self, op: impl FnOnce(&mut LockTable<Wake>) -> Vec<Wake>) {
         for waiter in self.with(op) {
-            let _ = waiter.send(());
+            let _ = waiter.send(None);
+        }
+    }
+
+    /// Like [`Self::wake`], when an unlock already on its way on `session`
+    /// let the waiters in: a waiter that holds nothing yet may move its home
+    /// there, so that its own lock statement runs after that unlock.
+    pub(crate) fn wake_via(&self, op: impl FnOnce(&mut LockTable<Wake>) -> Vec<Wake>, session: &Arc<SharedSession>) {
+        for waiter in self.with(op) {
+            let _ = waiter.send(Some(session.clone()));
         }
     }
 

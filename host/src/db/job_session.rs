@@ -383,6 +383,16 @@ impl JobLocks {
         Ok(())
     }
 
+    /// Moves a job that holds no lock to the shared session `via`, whose
+    /// unlock just let it in, so that its lock statement follows that unlock
+    /// there. A job that holds locks, or whose home is dedicated, stays.
+    pub(crate) fn follow_unlock(&mut self, via: Arc<SharedSession>) {
+        let movable = self.counts.is_empty() && matches!(self.session, Some(Home::Shared(_)));
+        if movable && !via.is_lost() {
+            self.session = Some(Home::Shared(via));
+        }
+    }
+
     /// The job's session; call [`JobLocks::session`] first.
     pub(crate) fn pinned(&self) -> Result<&Session, LockError> {
         self.session.as_deref().ok_or_else(|| LockError::Unavailable("no database session".into()))

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -128,9 +129,12 @@ impl JobSession {
         }
         // What the dashboard shows as waiting: in the host's table, then for the server.
         let waiting = (!try_only).then(|| state.activity.waiting(entity, key, mode));
-        let Some(claim) = self.claim(key, mode, try_only, deadline).await? else {
+        let Some(mut claim) = self.claim(key, mode, try_only, deadline).await? else {
             return Ok(None);
         };
+        if let Some(via) = claim.via.take() {
+            state.follow_unlock(via);
+        }
         let fence = match state.shared_home().cloned() {
             Some(shared) => self.grant_from_shared(state, &shared, key, mode, try_only, deadline).await?,
             None => grant_from_dedicated(state, &self.db, key, mode, try_only, deadline).await?,
@@ -161,7 +165,7 @@ impl JobSession {
         if try_only && !self.db.table.with(|t| t.try_enter(key, job, mode)) {
             return Ok(None);
         }
-        let mut claim = Claim { db: &self.db, key, job, mode, queued: None, kept: false };
+        let mut claim = Claim { db: &self.db, key, job, mode, queued: None, via: None, kept: false };
         if try_only {
             return Ok(Some(claim));
         }
@@ -172,9 +176,10 @@ impl JobSession {
             Entered::Queued(ticket) => {
                 claim.queued = Some(ticket);
                 match tokio::time::timeout_at(deadline, woken).await {
-                    Ok(Ok(())) => {
+                    Ok(Ok(via)) => {
                         self.db.table.with(|t| t.collect(ticket));
                         claim.queued = None;
+                        claim.via = via;
                         if deadline <= tokio::time::Instant::now() {
                             return Err(LockError::Timeout);
                         }
@@ -307,6 +312,8 @@ struct Claim<'a> {
     mode: LockMode,
     /// Still queued under this ticket.
     queued: Option<Ticket>,
+    /// The shared session whose unlock let it in, if one did.
+    via: Option<Arc<SharedSession>>,
     kept: bool,
 }
 
@@ -405,14 +412,30 @@ fn release_on_shared(
     let db = db.clone();
     tokio::spawn(async move {
         let (key, mode) = pair;
-        match unlock(&shared, key, mode).await {
+        let unlocking = unlock(&shared, key, mode);
+        tokio::pin!(unlocking);
+        // The first poll puts the unlock on the session's connection, so
+        // whatever is sent there afterwards runs after it: the local waiters
+        // it lets in may follow it on this session at once (one round trip
+        // per hand-off instead of two). Anyone else queued on the server
+        // is still granted first.
+        let (answered, left) = match (&mut unlocking).now_or_never() {
+            Some(answer) => (answer, false),
+            None => {
+                db.table.wake_via(|t| t.leave_released(key, job, mode), &shared);
+                (unlocking.await, true)
+            }
+        };
+        match answered {
             Ok(_) => shared.sub_locks(1),
             Err(e) => {
                 tracing::warn!(error = %super::error::describe(&e), "unlock on a shared session failed; closing it");
                 db.pool.close_shared(&shared).await;
             }
         }
-        db.table.wake(|t| t.leave_released(key, job, mode));
+        if !left {
+            db.table.wake(|t| t.leave_released(key, job, mode));
+        }
     })
 }
 

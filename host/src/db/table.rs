@@ -166,18 +166,14 @@ impl<W> LockTable<W> {
         self.remove_holder(key, job, mode, true)
     }
 
-    /// Removes one holder entry of `job` in `mode`, one marked `releasing`
-    /// as asked if there is one, and admits whoever fits now.
+    /// Removes one holder entry of `job` in `mode` whose `releasing` mark is
+    /// as given (a job may have a grant being released and a new one of the
+    /// same pair at once), and admits whoever fits now.
     fn remove_holder(&mut self, key: i64, job: JobId, mode: LockMode, releasing: bool) -> Vec<W> {
         let Some(entry) = self.entries.get_mut(&key) else {
             return Vec::new();
         };
-        let mine = |h: &Holder| h.job == job && h.mode == mode;
-        let at = entry
-            .holders
-            .iter()
-            .position(|h| mine(h) && h.releasing == releasing)
-            .or_else(|| entry.holders.iter().position(mine));
+        let at = entry.holders.iter().position(|h| h.job == job && h.mode == mode && h.releasing == releasing);
         if let Some(at) = at {
             entry.holders.swap_remove(at);
         }
