@@ -44,7 +44,10 @@ async fn two_hundred_jobs_hold_their_locks_on_three_sessions() {
     assert_eq!(sessions_of(&observer, &pids).await, pids.len());
     let pid_list: Vec<i32> = pids.iter().copied().collect();
     let held: i64 = observer
-        .query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = ANY($1)", &[&pid_list])
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = ANY($1)",
+            &[&pid_list],
+        )
         .await
         .expect("count locks")
         .get(0);
@@ -107,7 +110,8 @@ async fn jobs_sharing_a_session_exclude_each_other() {
     let (client, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await.expect("connect");
     tokio::spawn(connection);
     client.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("first");
-    let again = tokio::time::timeout(Duration::from_secs(2), client.execute("SELECT pg_advisory_lock($1)", &[&key])).await;
+    let again =
+        tokio::time::timeout(Duration::from_secs(2), client.execute("SELECT pg_advisory_lock($1)", &[&key])).await;
     assert!(matches!(again, Ok(Ok(_))), "the same session is granted again at once");
 }
 

@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use super::activity::JobActivity;
+use super::database::HostTable;
 use super::error::{code_of, describe, sqlstate};
 use super::locks::{GrantId, Held, LockMode};
 use super::pool::{Checkout, CheckoutError, PinnedSession, SharedSession};
-use super::database::HostTable;
 use super::{Database, LockError, Session};
 use crate::latency::CompactHist;
 
@@ -259,7 +259,6 @@ impl Ending {
             }
         }
     }
-
 }
 
 /// Unlocks what an ended job's session still holds, then gives the session
@@ -281,7 +280,8 @@ async fn settle_shared(db: &Database, shared: &Arc<SharedSession>, pairs: &[(i64
     if shared.is_lost() {
         return ReleaseOutcome::Closed { reason: "session lost".into() };
     }
-    let unlocks = futures_util::future::join_all(pairs.iter().map(|&(key, mode)| super::locks::unlock(shared, key, mode)));
+    let unlocks =
+        futures_util::future::join_all(pairs.iter().map(|&(key, mode)| super::locks::unlock(shared, key, mode)));
     match tokio::time::timeout(RELEASE_ALL_TIMEOUT, unlocks).await {
         Ok(answers) if answers.iter().all(Result::is_ok) => {
             shared.sub_locks(pairs.len());

@@ -168,12 +168,16 @@ impl SessionPool {
 
     async fn permit(&self, wait: Checkout) -> Result<OwnedSemaphorePermit, CheckoutError> {
         match wait {
-            Checkout::Now => self.permits.clone().try_acquire_owned().map_err(|_| CheckoutError::Busy { max: self.max }),
-            Checkout::Until(deadline) => match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
-                Ok(Ok(permit)) => Ok(permit),
-                Ok(Err(_closed)) => Err(CheckoutError::Open(DbError::Config("the session pool was closed".into()))),
-                Err(_elapsed) => Err(CheckoutError::TimedOut),
-            },
+            Checkout::Now => {
+                self.permits.clone().try_acquire_owned().map_err(|_| CheckoutError::Busy { max: self.max })
+            }
+            Checkout::Until(deadline) => {
+                match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => Ok(permit),
+                    Ok(Err(_closed)) => Err(CheckoutError::Open(DbError::Config("the session pool was closed".into()))),
+                    Err(_elapsed) => Err(CheckoutError::TimedOut),
+                }
+            }
         }
     }
 

@@ -253,11 +253,8 @@ impl<W> LockTable<W> {
         let Some(entry) = self.entries.get(&key) else {
             return Vec::new();
         };
-        let holders = entry
-            .holders
-            .iter()
-            .filter(|h| h.job != job && !h.releasing && !compatible(h.mode, mode))
-            .map(|h| h.job);
+        let holders =
+            entry.holders.iter().filter(|h| h.job != job && !h.releasing && !compatible(h.mode, mode)).map(|h| h.job);
         let ahead = entry.waiters.iter().take_while(|w| Some(w.ticket) != ahead_of).map(|w| w.job);
         holders.chain(ahead).filter(|&j| j != job).collect()
     }
@@ -416,8 +413,9 @@ mod tests {
                     // acquire or try (a try that would queue withdraws at once)
                     // (a job asks the table once per key and mode: the engine
                     // stacks its further grants of the pair itself)
-                    0 | 1 if !waits.contains_key(&job)
-                        && !holds.get(&job).is_some_and(|h| h.iter().any(|h| h.0 == key && h.1 == mode)) =>
+                    0 | 1
+                        if !waits.contains_key(&job)
+                            && !holds.get(&job).is_some_and(|h| h.iter().any(|h| h.0 == key && h.1 == mode)) =>
                     {
                         if rng.random_bool(0.3) {
                             if t.try_enter(key, job, mode) {
@@ -502,10 +500,8 @@ mod tests {
         seed: u64,
     ) {
         for key in 0..3 {
-            let mut ref_holders: Vec<(JobId, LockMode)> = holds
-                .iter()
-                .flat_map(|(&j, h)| h.iter().filter(|h| h.0 == key).map(move |h| (j, h.1)))
-                .collect();
+            let mut ref_holders: Vec<(JobId, LockMode)> =
+                holds.iter().flat_map(|(&j, h)| h.iter().filter(|h| h.0 == key).map(move |h| (j, h.1))).collect();
             let mut table_holders = t.holders(key);
             ref_holders.sort_by_key(|h| (h.0, h.1 == Exclusive));
             table_holders.sort_by_key(|h| (h.0, h.1 == Exclusive));

@@ -3,8 +3,8 @@
 
 use wasmtime::component::Resource;
 
-use super::{BucketRefused, PinlockView};
 use super::bindings::pinlock::host::key_value::{Error, Host, HostBucket, KeyPage};
+use super::{BucketRefused, PinlockView};
 use crate::db::KvError;
 
 /// The host side of a `bucket` resource (of this interface and of
