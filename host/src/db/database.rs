@@ -164,17 +164,19 @@ impl HostTable {
 
     /// Runs `op` and wakes whoever it lets in.
     pub(crate) fn wake(&self, op: impl FnOnce(&mut LockTable<Wake>) -> Vec<Wake>) {
-        for waiter in self.with(op) {
-            let _ = waiter.send(None);
-        }
+        self.wake_via(op, None);
     }
 
-    /// Like [`Self::wake`], when an unlock already on its way on `session`
-    /// let the waiters in: a waiter that holds nothing yet may move its home
-    /// there, so that its own lock statement runs after that unlock.
-    pub(crate) fn wake_via(&self, op: impl FnOnce(&mut LockTable<Wake>) -> Vec<Wake>, session: &Arc<SharedSession>) {
+    /// Like [`Self::wake`]; `via` is the shared session whose unlock, already
+    /// on its way, let the waiters in: a waiter that holds nothing yet may
+    /// move its home there, so that its own lock statement runs after it.
+    pub(crate) fn wake_via(
+        &self,
+        op: impl FnOnce(&mut LockTable<Wake>) -> Vec<Wake>,
+        via: Option<&Arc<SharedSession>>,
+    ) {
         for waiter in self.with(op) {
-            let _ = waiter.send(Some(session.clone()));
+            let _ = waiter.send(via.cloned());
         }
     }
 

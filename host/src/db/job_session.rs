@@ -267,7 +267,7 @@ impl Ending {
 async fn settle(db: Arc<Database>, ending: Ending) -> ReleaseOutcome {
     let Ending { job_id, session, held, pairs } = ending;
     let outcome = match session {
-        Home::Shared(shared) => settle_shared(&db, &shared, &pairs).await,
+        Home::Shared(shared) => settle_shared(&db, &shared, held, &pairs).await,
         Home::Dedicated(session) => settle_dedicated(&db, session, held).await,
     };
     db.table.leave_all(job_id, &pairs);
@@ -276,7 +276,12 @@ async fn settle(db: Arc<Database>, ending: Ending) -> ReleaseOutcome {
 
 /// Unlocks a job's locks on a shared session one by one (pipelined); when
 /// that fails the session is closed, since whether they are held is unknown.
-async fn settle_shared(db: &Database, shared: &Arc<SharedSession>, pairs: &[(i64, LockMode)]) -> ReleaseOutcome {
+async fn settle_shared(
+    db: &Database,
+    shared: &Arc<SharedSession>,
+    held: usize,
+    pairs: &[(i64, LockMode)],
+) -> ReleaseOutcome {
     if shared.is_lost() {
         return ReleaseOutcome::Closed { reason: "session lost".into() };
     }
@@ -285,7 +290,7 @@ async fn settle_shared(db: &Database, shared: &Arc<SharedSession>, pairs: &[(i64
     match tokio::time::timeout(RELEASE_ALL_TIMEOUT, unlocks).await {
         Ok(answers) if answers.iter().all(Result::is_ok) => {
             shared.sub_locks(pairs.len());
-            ReleaseOutcome::Released { count: pairs.len() }
+            ReleaseOutcome::Released { count: held }
         }
         answers => {
             let why = match answers {

@@ -162,34 +162,34 @@ impl JobSession {
         deadline: tokio::time::Instant,
     ) -> Result<Option<Claim<'_>>, LockError> {
         let job = self.job_id;
-        if try_only && !self.db.table.with(|t| t.try_enter(key, job, mode)) {
+        let claim = |queued| Claim { db: &self.db, key, job, mode, queued, via: None, kept: false };
+        // The common case first: admitted at once, nothing allocated.
+        if self.db.table.with(|t| t.try_enter(key, job, mode)) {
+            return Ok(Some(claim(None)));
+        }
+        if try_only {
             return Ok(None);
         }
-        let mut claim = Claim { db: &self.db, key, job, mode, queued: None, via: None, kept: false };
-        if try_only {
-            return Ok(Some(claim));
-        }
         let (wake, woken) = oneshot::channel();
-        match self.db.table.with(|t| t.enter(key, job, mode, wake)) {
-            Entered::Admitted => Ok(Some(claim)),
-            Entered::Deadlock => Err(LockError::Deadlock),
-            Entered::Queued(ticket) => {
-                claim.queued = Some(ticket);
-                match tokio::time::timeout_at(deadline, woken).await {
-                    Ok(Ok(via)) => {
-                        self.db.table.with(|t| t.collect(ticket));
-                        claim.queued = None;
-                        claim.via = via;
-                        if deadline <= tokio::time::Instant::now() {
-                            return Err(LockError::Timeout);
-                        }
-                        Ok(Some(claim))
-                    }
-                    // Timed out (dropping the claim withdraws it), or the
-                    // table went away with the host.
-                    _ => Err(LockError::Timeout),
+        let ticket = match self.db.table.with(|t| t.enter(key, job, mode, wake)) {
+            Entered::Admitted => return Ok(Some(claim(None))),
+            Entered::Deadlock => return Err(LockError::Deadlock),
+            Entered::Queued(ticket) => ticket,
+        };
+        let mut claim = claim(Some(ticket));
+        match tokio::time::timeout_at(deadline, woken).await {
+            Ok(Ok(via)) => {
+                self.db.table.with(|t| t.collect(ticket));
+                claim.queued = None;
+                claim.via = via;
+                if deadline <= tokio::time::Instant::now() {
+                    return Err(LockError::Timeout);
                 }
+                Ok(Some(claim))
             }
+            // Timed out (dropping the claim withdraws it), or the table went
+            // away with the host.
+            _ => Err(LockError::Timeout),
         }
     }
 
@@ -422,7 +422,7 @@ fn release_on_shared(
         let (answered, left) = match (&mut unlocking).now_or_never() {
             Some(answer) => (answer, false),
             None => {
-                db.table.wake_via(|t| t.leave_released(key, job, mode), &shared);
+                db.table.wake_via(|t| t.leave_released(key, job, mode), Some(&shared));
                 (unlocking.await, true)
             }
         };

@@ -132,12 +132,12 @@ impl Session {
         let lost = Arc::new(AtomicBool::new(false));
         let lost_flag = lost.clone();
         // Runs `on_end` however the task ends, aborted included.
-        let ended = scopeguard(move || {
+        let ended = OnDrop(Some(move || {
             lost_flag.store(true, Ordering::Release);
             if let Some(on_end) = on_end {
                 on_end(id);
             }
-        });
+        }));
         let connection = tokio::spawn(async move {
             let _ended = ended;
             // Ends when the server closes the socket (backend terminated,
@@ -305,10 +305,6 @@ impl<F: FnOnce()> Drop for OnDrop<F> {
             f();
         }
     }
-}
-
-fn scopeguard<F: FnOnce()>(f: F) -> OnDrop<F> {
-    OnDrop(Some(f))
 }
 
 #[cfg(test)]
