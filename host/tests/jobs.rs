@@ -424,3 +424,26 @@ async fn a_job_dropped_at_any_await_point_leaves_no_lock_behind() {
         assert!(results(&next)[0]["ok"].is_object(), "{point}: the next job: {:?}", results(&next));
     }
 }
+
+/// A worker that never calls `fencing-token` does not import it (a
+/// component imports only what its code calls), so its grants draw no token:
+/// one sequence write less per grant. The scripted fixture reads tokens
+/// (the control), so its grants draw them.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_workers_that_read_fencing_tokens_draw_them() {
+    assert!(scripted().reads_fences(), "the scripted fixture reads tokens");
+    let bench = runtime().load_file(guest_path("pinlock_test_bench.wasm").as_ref()).expect("bench guest loads");
+    assert!(!bench.reads_fences(), "the bench guest never calls fencing-token, so it cannot import it");
+    // Its jobs still lock: one holds the entity while another finds it taken.
+    let Setup { db, observer, entity, key } = setup().await;
+    let holder = spawn_script(&db, json!([{"op": "acquire", "entity": entity}, {"op": "sleep", "ms": 300}]));
+    wait_for_locks(&observer, key, |rows| rows.iter().any(|r| r.granted)).await;
+    let input = serde_json::to_vec(&json!({"op": "once", "entity": entity})).expect("json");
+    let job = db.job_session();
+    let started = std::time::Instant::now();
+    let outcome = runtime().run_job(&bench, job, &input, &CancellationToken::new()).await;
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    assert!(started.elapsed() >= Duration::from_millis(100), "it waited for the holder");
+    holder.await.expect("holder");
+    assert_eq!(locks_on(&observer, key).await, vec![], "nothing left held");
+}

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pinlock::db::{Database, DbConfig, DbSettings, KvError, LockError, LockMode};
+use pinlock::db::{Database, DbConfig, DbSettings, Fencing, KvError, LockError, LockMode};
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
@@ -138,12 +138,12 @@ async fn dropping_a_waiting_future_is_not_enough() {
 async fn fencing_tokens_increase_across_holders_and_hosts() {
     let (host_a, host_b) = (database().await, database().await);
     let entity = Uuid::new_v4();
-    let mut last = 0;
+    let mut last = None;
     for round in 0..10 {
         let db = if round % 2 == 0 { &host_a } else { &host_b };
         let job = db.job_session();
         let grant = job.acquire(entity, LockMode::Exclusive, None).await.expect("grant");
-        assert!(grant.fence > last, "token {} after {last}", grant.fence);
+        assert!(grant.fence > last, "token {:?} after {last:?}", grant.fence);
         last = grant.fence;
         job.release_all().await;
     }
@@ -377,7 +377,7 @@ async fn a_waiter_gets_a_token_larger_than_the_holders_later_grants() {
     assert!(stacked.fence > first.fence);
     holder.release_all().await;
     let granted = waiting.await.expect("task").expect("granted after the holder ends");
-    assert!(granted.fence > stacked.fence, "waiter {} vs stacked {}", granted.fence, stacked.fence);
+    assert!(granted.fence > stacked.fence, "waiter {:?} vs stacked {:?}", granted.fence, stacked.fence);
 }
 
 /// Server and role defaults that would end or cancel a pinned session or a
@@ -429,4 +429,40 @@ async fn server_timeouts_do_not_reach_pinned_sessions() {
     drop(other);
     drop((job, holder, db));
     admin.execute(&format!("DROP DATABASE {name} WITH (FORCE)"), &[]).await.expect("drop database");
+}
+
+/// A job with fencing off is granted the same locks, on the server, without
+/// tokens: by a try, by a wait on the server, and stacked. The default job
+/// beside it (the control) gets a token each time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_with_fencing_off_is_granted_locks_without_tokens() {
+    let Setup { db, observer, entity, key } = setup().await;
+    let fenced = db.job_session();
+    let granted = fenced.acquire(entity, LockMode::Exclusive, None).await.expect("fenced grant");
+    assert!(granted.fence.is_some(), "the default draws a token");
+    fenced.release_all().await;
+
+    let job = db.job_session();
+    job.set_fencing(Fencing::Off);
+    let first = job.try_acquire(entity, LockMode::Shared).await.expect("try").expect("free");
+    let stacked = job.acquire(entity, LockMode::Shared, None).await.expect("stacked");
+    assert_eq!((first.fence, stacked.fence), (None, None));
+    assert!(locks_on(&observer, key).await.iter().any(|r| r.granted), "held on the server");
+    job.release_all().await;
+
+    // A wait the server answers (the holder is another host).
+    let other = database().await.job_session();
+    other.acquire(entity, LockMode::Exclusive, None).await.expect("other host");
+    let waiter = db.job_session();
+    waiter.set_fencing(Fencing::Off);
+    let waiting = {
+        let waiter = waiter.clone();
+        tokio::spawn(async move { waiter.acquire(entity, LockMode::Exclusive, Some(Duration::from_secs(5))).await })
+    };
+    wait_for_locks(&observer, key, |rows| rows.iter().any(|r| !r.granted)).await;
+    other.release_all().await;
+    let granted = waiting.await.expect("task").expect("granted after the other host");
+    assert_eq!(granted.fence, None);
+    waiter.release_all().await;
+    assert_eq!(locks_on(&observer, key).await, vec![]);
 }

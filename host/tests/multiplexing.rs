@@ -366,3 +366,71 @@ async fn a_waiter_that_holds_nothing_follows_the_unlock() {
         job.release_all().await;
     }
 }
+
+/// An exclusive try runs in the job's own task. A job dropped while its try
+/// is in flight leaves no lock behind: an unlock follows the try on the same
+/// session, and the entity stays claimed in the host's table until it has
+/// run. To hold the try in flight, another job's key-value write on the same
+/// session is blocked first (an observer transaction holds the row), so the
+/// try queues behind it. The control runs the same sequence without the
+/// drop: the try is granted once the write is through, so the lock the
+/// abandoned job leaves nothing of was really granted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_dropped_mid_try_leaves_no_lock() {
+    for abandon in [false, true] {
+        let Setup { observer, entity, key, .. } = setup().await;
+        let db = database_with(DbSettings { max_sessions: 2, shared_sessions: 1, ..DbSettings::default() }).await;
+        let bucket = format!("mid-try-{}", Uuid::new_v4().simple());
+        // The entity's key is cached first, so the try is the job's first statement.
+        let mapper = db.job_session();
+        mapper.try_acquire(entity, LockMode::Exclusive).await.expect("try").expect("free");
+        mapper.release_all().await;
+        observer.batch_execute("BEGIN").await.expect("begin");
+        observer
+            .execute("INSERT INTO pinlock.kv (bucket, key, value) VALUES ($1, 'k', '\\x00')", &[&bucket])
+            .await
+            .expect("the observer's row");
+        let writer = db.job_session();
+        let writing = {
+            let (writer, bucket) = (writer.clone(), bucket.clone());
+            tokio::spawn(async move { writer.kv_set(&bucket, "k", b"1").await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!writing.is_finished(), "the write waits for the observer's row");
+        let mut trier = Some(db.job_session());
+        let trying = {
+            let trier = trier.clone().expect("the job");
+            tokio::spawn(async move { trier.try_acquire(entity, LockMode::Exclusive).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A try never waits on the server: it is queued behind the write on
+        // the one shared session.
+        assert!(!trying.is_finished(), "the try is queued behind the write on the same session");
+        let mut trying = Some(trying);
+        if abandon {
+            let aborted = trying.take().expect("the task");
+            aborted.abort();
+            assert!(aborted.await.expect_err("aborted").is_cancelled());
+            trier = None;
+            assert_eq!(db.tries_abandoned(), 1, "the abandoned try was followed by an unlock");
+        }
+        observer.batch_execute("ROLLBACK").await.expect("rollback");
+        writing.await.expect("task").expect("the write goes through");
+        if abandon {
+            let rows = wait_for_locks(&observer, key, |rows| rows.is_empty()).await;
+            assert_eq!(rows, vec![], "nothing of the abandoned try is held");
+            let other = db.job_session();
+            let granted = other.try_acquire(entity, LockMode::Exclusive).await.expect("try");
+            assert!(granted.is_some(), "the host's table let the entity go too");
+            other.release_all().await;
+        } else {
+            let trying = trying.take().expect("the task");
+            let granted = trying.await.expect("task").expect("try").expect("granted after the write");
+            assert!(locks_on(&observer, key).await.iter().any(|r| r.granted), "the try took the lock");
+            assert!(granted.fence.is_some());
+            assert_eq!(db.tries_abandoned(), 0);
+            trier.take().expect("the job").release_all().await;
+        }
+        writer.release_all().await;
+    }
+}

@@ -126,6 +126,12 @@ impl Database {
         self.counters.late_grants.load(Ordering::Relaxed)
     }
 
+    /// Exclusive tries on a shared session whose job went away before the
+    /// answer: each was followed by an unlock of its key on that session.
+    pub fn tries_abandoned(&self) -> u64 {
+        self.counters.abandoned_tries.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn note_late_grant(&self) {
         self.counters.late_grants.fetch_add(1, Ordering::Relaxed);
     }

@@ -34,7 +34,7 @@ use tokio::sync::Mutex;
 use super::activity::JobActivity;
 use super::database::HostTable;
 use super::error::{code_of, describe, sqlstate};
-use super::locks::{GrantId, Held, LockMode};
+use super::locks::{Fencing, GrantId, Held, LockMode};
 use super::pool::{Checkout, CheckoutError, PinnedSession, SharedSession};
 use super::{Database, LockError, Session};
 use crate::latency::CompactHist;
@@ -80,6 +80,8 @@ pub struct JobSession {
     deadline: OnceLock<tokio::time::Instant>,
     /// Most locks the job may hold at once, when lower than the host's.
     max_locks: OnceLock<usize>,
+    /// Whether its grants draw fencing tokens (unset: they do).
+    fencing: OnceLock<Fencing>,
 }
 
 /// Everything behind the job's lock; the guest calls one at a time, so this
@@ -145,7 +147,14 @@ impl JobSession {
             job_id,
             ..JobLocks::default()
         };
-        Self { db, job_id, state: Mutex::new(state), deadline: OnceLock::new(), max_locks: OnceLock::new() }
+        Self {
+            db,
+            job_id,
+            state: Mutex::new(state),
+            deadline: OnceLock::new(),
+            max_locks: OnceLock::new(),
+            fencing: OnceLock::new(),
+        }
     }
 
     /// The job this handle belongs to.
@@ -163,6 +172,17 @@ impl JobSession {
     /// limit.
     pub fn set_max_locks(&self, max: usize) {
         let _ = self.max_locks.set(max);
+    }
+
+    /// Whether the job's grants draw fencing tokens (once, before its first
+    /// lock): [`Fencing::Off`] for a worker that never reads one.
+    pub fn set_fencing(&self, fencing: Fencing) {
+        let _ = self.fencing.set(fencing);
+    }
+
+    /// Whether the job's grants draw fencing tokens.
+    pub(crate) fn fencing(&self) -> Fencing {
+        self.fencing.get().copied().unwrap_or_default()
     }
 
     /// Most locks this job may hold at once.

@@ -53,6 +53,18 @@ impl LockMode {
     }
 }
 
+/// Whether a job's grants draw fencing tokens. A worker that never reads one
+/// (its component does not import `fencing-token`) is granted locks without
+/// the sequence's `nextval`: one write less on the server per grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fencing {
+    /// Each grant draws its token (the default).
+    #[default]
+    Drawn,
+    /// No grant of the job draws one.
+    Off,
+}
+
 /// Identifies one grant within its job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GrantId(pub(crate) u64);
@@ -68,8 +80,9 @@ pub struct Grant {
     pub key: i64,
     /// How it is held.
     pub mode: LockMode,
-    /// The fencing token (from `pinlock.fence`, read after the grant).
-    pub fence: u64,
+    /// The fencing token (from `pinlock.fence`, read after the grant);
+    /// `None` for a job with [`Fencing::Off`].
+    pub fence: Option<u64>,
 }
 
 /// What the job keeps about a grant it holds.
@@ -122,9 +135,13 @@ impl JobSession {
             Ok(key) => key,
             Err(e) => return Err(state.classify_failure(&e)),
         };
+        let fencing = self.fencing();
         if state.counts.contains_key(&(key, mode)) {
             // Stacked on a grant the job holds: the server is not asked again.
-            let fence = next_fence(state).await?;
+            let fence = match fencing {
+                Fencing::Drawn => Some(next_fence(state).await?),
+                Fencing::Off => None,
+            };
             return Ok(Some(record_grant(state, entity, key, mode, fence, started)));
         }
         // What the dashboard shows as waiting: in the host's table, then for the server.
@@ -136,12 +153,13 @@ impl JobSession {
             state.follow_unlock(via);
         }
         let fence = match state.shared_home().cloned() {
-            Some(shared) => self.grant_from_shared(state, &shared, key, mode, try_only, deadline).await?,
-            None => grant_from_dedicated(state, &self.db, key, mode, try_only, deadline).await?,
+            Some(shared) => self.grant_from_shared(state, &shared, &mut claim, try_only, deadline).await?,
+            None => grant_from_dedicated(state, &self.db, key, mode, fencing, try_only, deadline).await?,
         };
         drop(waiting);
         let Some(fence) = fence else { return Ok(None) };
         claim.keep();
+        let fence = (fencing == Fencing::Drawn).then_some(fence);
         let grant = record_grant(state, entity, key, mode, fence, started);
         if let Ok(session) = state.pinned() {
             let id = session.id();
@@ -201,18 +219,19 @@ impl JobSession {
         &self,
         state: &mut JobLocks,
         shared: &Arc<SharedSession>,
-        key: i64,
-        mode: LockMode,
+        claim: &mut Claim<'_>,
         try_only: bool,
         deadline: tokio::time::Instant,
     ) -> Result<Option<u64>, LockError> {
+        let (key, mode) = (claim.key, claim.mode);
         let cap = self.db.settings.max_locks_per_session;
         if shared.locks() >= cap {
             return Err(LockError::LimitExceeded(format!(
                 "this host's shared database session carries its limit of {cap} locks"
             )));
         }
-        if let Some(fence) = try_on_shared(state, shared, key, mode).await? {
+        let fencing = self.fencing();
+        if let Some(fence) = try_on_shared(state, shared, claim, fencing).await? {
             return Ok(Some(fence));
         }
         if try_only {
@@ -220,7 +239,7 @@ impl JobSession {
         }
         if state.counts.is_empty() {
             state.move_to_dedicated(&self.db, Checkout::Until(deadline)).await?;
-            return grant_from_dedicated(state, &self.db, key, mode, false, deadline).await;
+            return grant_from_dedicated(state, &self.db, key, mode, fencing, false, deadline).await;
         }
         let mut pause = POLL_FIRST;
         loop {
@@ -231,7 +250,7 @@ impl JobSession {
             let jitter = Duration::from_micros(rand::random_range(0..=pause.as_micros() as u64 / 2));
             tokio::time::sleep_until((now + pause + jitter).min(deadline)).await;
             state.admit()?;
-            if let Some(fence) = try_on_shared(state, shared, key, mode).await? {
+            if let Some(fence) = try_on_shared(state, shared, claim, fencing).await? {
                 return Ok(Some(fence));
             }
             pause = (pause * 2).min(POLL_MAX);
@@ -306,7 +325,7 @@ impl JobSession {
 /// (the wait timed out, the server did not grant, or the job's future was
 /// dropped) unless [`Claim::keep`] was called.
 struct Claim<'a> {
-    db: &'a Database,
+    db: &'a Arc<Database>,
     key: i64,
     job: u64,
     mode: LockMode,
@@ -351,35 +370,63 @@ async fn grant_from_dedicated(
     db: &Database,
     key: i64,
     mode: LockMode,
+    fencing: Fencing,
     try_only: bool,
     deadline: tokio::time::Instant,
 ) -> Result<Option<u64>, LockError> {
     if try_only {
-        try_lock(state, key, mode).await
+        try_lock(state, key, mode, fencing).await
     } else if deadline <= tokio::time::Instant::now() {
         // The job's deadline (or the session wait) used up the time: one
         // look without waiting, never a wait that needs cancelling.
-        Ok(Some(try_lock(state, key, mode).await?.ok_or(LockError::Timeout)?))
+        Ok(Some(try_lock(state, key, mode, fencing).await?.ok_or(LockError::Timeout)?))
     } else {
-        Ok(Some(wait_for_grant(state, db, key, mode, deadline).await?))
+        Ok(Some(wait_for_grant(state, db, key, mode, fencing, deadline).await?))
     }
 }
 
-/// `pg_try_advisory_lock*` on a shared session, on a task of its own: if
-/// the job goes away before the answer, the task unlocks what was granted,
-/// so no grant is left that nobody tracks.
+/// `pg_try_advisory_lock*` on a shared session. No grant may be left that
+/// nobody tracks if the job goes away before the answer:
+/// - exclusive: the try runs in the job's own task (no hop to another task).
+///   Should the job's future be dropped while it is in flight, an unlock of
+///   the key follows it on the same connection, so it runs right after the
+///   try, and the claim stays in the host's table until it has. While the
+///   claim is there no other job of this host holds or tries the key, so
+///   that unlock can only undo this try's grant (or find nothing: no harm);
+/// - shared: other jobs' shared claims on the key are compatible, so such an
+///   unlock could undo another job's grant on the same session. The try runs
+///   on a task of its own instead, which unlocks only what it was granted.
 async fn try_on_shared(
     state: &mut JobLocks,
     shared: &Arc<SharedSession>,
-    key: i64,
-    mode: LockMode,
+    claim: &mut Claim<'_>,
+    fencing: Fencing,
 ) -> Result<Option<u64>, LockError> {
+    let (key, mode) = (claim.key, claim.mode);
+    if mode == LockMode::Exclusive {
+        let orphaned = Orphaned { claim, session: shared, armed: true };
+        let result = shared
+            .client
+            .query_one(shared.stmts.try_lock(mode, fencing), &[&key])
+            .await
+            .and_then(|row| row.try_get::<_, Option<i64>>(0));
+        orphaned.disarm();
+        return match result {
+            Ok(fence) => {
+                if fence.is_some() {
+                    shared.add_locks(1);
+                }
+                Ok(fence.map(|f| f as u64))
+            }
+            Err(e) => Err(state.classify_failure(&e)),
+        };
+    }
     let (answer, answered) = oneshot::channel();
     let session = shared.clone();
     tokio::spawn(async move {
         let result = session
             .client
-            .query_one(session.stmts.try_lock(mode), &[&key])
+            .query_one(session.stmts.try_lock(mode, fencing), &[&key])
             .await
             .and_then(|row| row.try_get::<_, Option<i64>>(0));
         if let Ok(Some(_)) = &result {
@@ -396,6 +443,50 @@ async fn try_on_shared(
         Ok(Ok(fence)) => Ok(fence.map(|f| f as u64)),
         Ok(Err(e)) => Err(state.classify_failure(&e)),
         Err(_task_gone) => Err(LockError::Unavailable("the lock statement's task ended without an answer".into())),
+    }
+}
+
+/// An exclusive try in flight on a shared session; dropped armed (the job's
+/// future went away mid-try), it keeps the claim in the host's table and
+/// sends an unlock after the try (see [`try_on_shared`]).
+struct Orphaned<'c, 'd, 's> {
+    claim: &'c mut Claim<'d>,
+    session: &'s Arc<SharedSession>,
+    armed: bool,
+}
+
+impl Orphaned<'_, '_, '_> {
+    /// The answer came: nothing to undo.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Orphaned<'_, '_, '_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let claim = &mut *self.claim;
+        // The table entry now leaves once the unlock has run, not before.
+        claim.kept = true;
+        let (key, job, mode) = (claim.key, claim.job, claim.mode);
+        let (db, session) = (claim.db.clone(), self.session.clone());
+        db.counters.abandoned_tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime left (shutting down): closing the socket frees
+            // every lock of the session.
+            session.abort_connection();
+            return;
+        };
+        runtime.spawn(async move {
+            // `true` only if the try had granted it.
+            if let Err(e) = unlock(&session, key, mode).await {
+                tracing::warn!(error = %super::error::describe(&e), "unlock after an abandoned try failed; closing the session");
+                db.pool.close_shared(&session).await;
+            }
+            db.table.wake(|t| t.leave(key, job, mode));
+        });
     }
 }
 
@@ -439,7 +530,14 @@ fn release_on_shared(
     })
 }
 
-fn record_grant(state: &mut JobLocks, entity: Uuid, key: i64, mode: LockMode, fence: u64, started: Instant) -> Grant {
+fn record_grant(
+    state: &mut JobLocks,
+    entity: Uuid,
+    key: i64,
+    mode: LockMode,
+    fence: Option<u64>,
+    started: Instant,
+) -> Grant {
     let now = Instant::now();
     state.stats.waits.record(now - started);
     *state.counts.entry((key, mode)).or_insert(0) += 1;
@@ -458,17 +556,26 @@ async fn next_fence(state: &mut JobLocks) -> Result<u64, LockError> {
     }
 }
 
+/// The fencing token of a grant whose lock statement's answer was lost to a
+/// stale cancel (0 when the job draws none).
+async fn fence_after_the_fact(state: &mut JobLocks, fencing: Fencing) -> Result<u64, LockError> {
+    match fencing {
+        Fencing::Drawn => next_fence(state).await,
+        Fencing::Off => Ok(0),
+    }
+}
+
 /// `pg_try_advisory_lock*`: the fence when granted, `None` when taken.
-async fn try_lock(state: &mut JobLocks, key: i64, mode: LockMode) -> Result<Option<u64>, LockError> {
+async fn try_lock(state: &mut JobLocks, key: i64, mode: LockMode, fencing: Fencing) -> Result<Option<u64>, LockError> {
     let session = state.pinned()?;
-    let mut answer = session.lock_statement(session.stmts.try_lock(mode), &[&key]).await;
+    let mut answer = session.lock_statement(session.stmts.try_lock(mode, fencing), &[&key]).await;
     if matches!(&answer, Err(e) if session.absorb_stale_cancel(e)) {
         // A stale cancel hit it, maybe after the grant.
         if holds(state, key, mode).await? {
-            return next_fence(state).await.map(Some);
+            return fence_after_the_fact(state, fencing).await.map(Some);
         }
         let session = state.pinned()?;
-        answer = session.lock_statement(session.stmts.try_lock(mode), &[&key]).await;
+        answer = session.lock_statement(session.stmts.try_lock(mode, fencing), &[&key]).await;
     }
     match answer.and_then(|row| row.try_get::<_, Option<i64>>(0)) {
         Ok(fence) => Ok(fence.map(|f| f as u64)),
@@ -484,13 +591,14 @@ async fn wait_for_grant(
     db: &Database,
     key: i64,
     mode: LockMode,
+    fencing: Fencing,
     deadline: tokio::time::Instant,
 ) -> Result<u64, LockError> {
     loop {
         let waited = {
             let session = state.pinned()?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
-            let waiting = session.lock_statement(session.stmts.lock(mode), &params);
+            let waiting = session.lock_statement(session.stmts.lock(mode, fencing), &params);
             tokio::pin!(waiting);
             match tokio::time::timeout_at(deadline, &mut waiting).await {
                 Ok(Err(e)) if session.absorb_stale_cancel(&e) => Waited::HitByStaleCancel,
@@ -521,7 +629,7 @@ async fn wait_for_grant(
             },
             Waited::HitByStaleCancel => {
                 if holds(state, key, mode).await? {
-                    next_fence(state).await
+                    fence_after_the_fact(state, fencing).await
                 } else {
                     continue;
                 }

@@ -29,7 +29,7 @@ pub use database::{Database, DbSettings};
 pub use error::{DbError, KvError, LockError};
 pub use job_session::{JobSession, LockStats, ReleaseOutcome};
 pub use kv::{KeyPage, LIST_PAGE, MAX_BATCH, MAX_BATCH_BYTES, validate_bucket};
-pub use locks::{Grant, GrantId, LockMode};
+pub use locks::{Fencing, Grant, GrantId, LockMode};
 pub use migrate::schema_version;
 pub use observe::{HeldLock, list_advisory_locks};
 pub(crate) use session::Session;

@@ -21,7 +21,7 @@ use tokio_postgres::{CancelToken, Client, NoTls, Row, Statement};
 
 use super::error::{code_of, sqlstate};
 use super::table::SessionId;
-use super::{DbConfig, DbError, LockMode, liveness, sql};
+use super::{DbConfig, DbError, Fencing, LockMode, liveness, sql};
 
 /// Numbers sessions within the process (the lock table records where each
 /// lock is held).
@@ -58,6 +58,10 @@ statements! {
     lock_shared = sql::LOCK_SHARED,
     try_exclusive = sql::TRY_EXCLUSIVE,
     try_shared = sql::TRY_SHARED,
+    lock_exclusive_unfenced = sql::LOCK_EXCLUSIVE_UNFENCED,
+    lock_shared_unfenced = sql::LOCK_SHARED_UNFENCED,
+    try_exclusive_unfenced = sql::TRY_EXCLUSIVE_UNFENCED,
+    try_shared_unfenced = sql::TRY_SHARED_UNFENCED,
     next_fence = sql::NEXT_FENCE,
     unlock_exclusive = sql::UNLOCK_EXCLUSIVE,
     unlock_shared = sql::UNLOCK_SHARED,
@@ -79,19 +83,25 @@ statements! {
 }
 
 impl Statements {
-    /// `pg_advisory_lock*` (waits), returning the fencing token.
-    pub(crate) fn lock(&self, mode: LockMode) -> &Statement {
-        match mode {
-            LockMode::Exclusive => &self.lock_exclusive,
-            LockMode::Shared => &self.lock_shared,
+    /// `pg_advisory_lock*` (waits), returning the fencing token (0 when
+    /// `fencing` is off).
+    pub(crate) fn lock(&self, mode: LockMode, fencing: Fencing) -> &Statement {
+        match (mode, fencing) {
+            (LockMode::Exclusive, Fencing::Drawn) => &self.lock_exclusive,
+            (LockMode::Shared, Fencing::Drawn) => &self.lock_shared,
+            (LockMode::Exclusive, Fencing::Off) => &self.lock_exclusive_unfenced,
+            (LockMode::Shared, Fencing::Off) => &self.lock_shared_unfenced,
         }
     }
 
-    /// `pg_try_advisory_lock*`, returning the fencing token or NULL.
-    pub(crate) fn try_lock(&self, mode: LockMode) -> &Statement {
-        match mode {
-            LockMode::Exclusive => &self.try_exclusive,
-            LockMode::Shared => &self.try_shared,
+    /// `pg_try_advisory_lock*`, returning the fencing token (0 when
+    /// `fencing` is off) or NULL.
+    pub(crate) fn try_lock(&self, mode: LockMode, fencing: Fencing) -> &Statement {
+        match (mode, fencing) {
+            (LockMode::Exclusive, Fencing::Drawn) => &self.try_exclusive,
+            (LockMode::Shared, Fencing::Drawn) => &self.try_shared,
+            (LockMode::Exclusive, Fencing::Off) => &self.try_exclusive_unfenced,
+            (LockMode::Shared, Fencing::Off) => &self.try_shared_unfenced,
         }
     }
 

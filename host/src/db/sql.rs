@@ -61,6 +61,13 @@ pub const LOCK_SHARED: &str =
 pub const TRY_EXCLUSIVE: &str = "SELECT CASE WHEN pg_try_advisory_lock($1) THEN nextval('pinlock.fence') END";
 pub const TRY_SHARED: &str = "SELECT CASE WHEN pg_try_advisory_lock_shared($1) THEN nextval('pinlock.fence') END";
 pub const NEXT_FENCE: &str = "SELECT nextval('pinlock.fence')";
+// The same for a job whose worker never reads a fencing token (it does not
+// import `fencing-token`): no `nextval`, so no sequence write and none of its
+// WAL flushes; 0 stands where the token would be.
+pub const LOCK_EXCLUSIVE_UNFENCED: &str = "SELECT 0::int8 FROM (SELECT pg_advisory_lock($1) OFFSET 0) AS granted";
+pub const LOCK_SHARED_UNFENCED: &str = "SELECT 0::int8 FROM (SELECT pg_advisory_lock_shared($1) OFFSET 0) AS granted";
+pub const TRY_EXCLUSIVE_UNFENCED: &str = "SELECT CASE WHEN pg_try_advisory_lock($1) THEN 0::int8 END";
+pub const TRY_SHARED_UNFENCED: &str = "SELECT CASE WHEN pg_try_advisory_lock_shared($1) THEN 0::int8 END";
 pub const UNLOCK_EXCLUSIVE: &str = "SELECT pg_advisory_unlock($1)";
 pub const UNLOCK_SHARED: &str = "SELECT pg_advisory_unlock_shared($1)";
 pub const UNLOCK_ALL: &str = "SELECT pg_advisory_unlock_all()";

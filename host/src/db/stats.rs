@@ -74,6 +74,7 @@ pub(crate) struct Counters {
     pub(crate) locks_held: std::sync::Arc<AtomicI64>,
     pub(crate) abandoned: AtomicU64,
     pub(crate) late_grants: AtomicU64,
+    pub(crate) abandoned_tries: AtomicU64,
 }
 
 impl Counters {

@@ -11,7 +11,7 @@ use wasmtime::Store;
 use super::imports::JobState;
 use super::worker::Entry;
 use super::{JobLimits, Runtime, Worker};
-use crate::db::{JobSession, LockStats, ReleaseOutcome};
+use crate::db::{Fencing, JobSession, LockStats, ReleaseOutcome};
 
 /// How a job failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +93,9 @@ impl Runtime {
         let JobLimits { time_limit: limit, memory_limit } = worker.limits;
         // No lock or session wait of the job outlives its time limit.
         db.set_deadline(tokio::time::Instant::now() + limit);
+        if !worker.reads_fences() {
+            db.set_fencing(Fencing::Off);
+        }
         let command_input = matches!(worker.entry, Entry::Command(_)).then_some(input);
         let state = JobState::new(db.clone(), memory_limit, worker.buckets.clone(), command_input);
         let mut store = Store::new(&self.engine, state);

@@ -10,7 +10,9 @@
 
 use std::path::Path;
 
+use wasmtime::Engine;
 use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 use super::Runtime;
@@ -73,6 +75,7 @@ pub struct Worker {
     /// Key-value buckets its jobs may open (`None`: any).
     pub(crate) buckets: Option<std::sync::Arc<[String]>>,
     imports: Vec<String>,
+    reads_fences: bool,
 }
 
 /// Limits each job of one worker obeys.
@@ -107,6 +110,23 @@ impl Worker {
     pub fn imports(&self) -> &[String] {
         &self.imports
     }
+
+    /// Whether the component can read a lock's fencing token. When it
+    /// cannot, its grants draw none (one sequence write less per grant).
+    pub fn reads_fences(&self) -> bool {
+        self.reads_fences
+    }
+}
+
+/// Whether `import` is pinlock's lock interface with `fencing-token` among
+/// the functions the component uses. A component's imports list only what
+/// its code calls (wit-component drops the rest), so a worker that never
+/// reads a token does not import the function, and its grants can skip
+/// drawing one.
+fn imports_fencing_token(name: &str, import: &ComponentItem, engine: &Engine) -> bool {
+    let ComponentItem::ComponentInstance(instance) = import else { return false };
+    name.starts_with("pinlock:host/distributed-lock@")
+        && instance.exports(engine).any(|(function, _)| function == "[method]lock-guard.fencing-token")
 }
 
 impl Runtime {
@@ -138,8 +158,11 @@ impl Runtime {
             Some(dir) => self.compile_cached(bytes, dir)?,
             None => self.compile(bytes)?,
         };
-        let imports: Vec<String> =
-            component.component_type().imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        let component_type = component.component_type();
+        let imports: Vec<String> = component_type.imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        let reads_fences = component_type
+            .imports(&self.engine)
+            .any(|(name, import)| imports_fencing_token(name, &import.ty, &self.engine));
         if let Some(import) = imports.iter().find(|import| !is_offered(import)) {
             return Err(WorkerError::UnknownImport { import: import.clone() });
         }
@@ -155,7 +178,7 @@ impl Runtime {
             },
         };
         let limits = JobLimits { time_limit: self.settings.time_limit, memory_limit: self.settings.memory_limit };
-        Ok(Worker { entry, limits, buckets: None, imports })
+        Ok(Worker { entry, limits, buckets: None, imports, reads_fences })
     }
 
     fn compile(&self, bytes: &[u8]) -> Result<Component, WorkerError> {

@@ -50,6 +50,9 @@ pub struct BenchArgs {
     /// Also write every figure as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub save: Option<PathBuf>,
+    /// Run only this scenario (1–7; repeat for several). Default: all.
+    #[arg(long = "scenario", value_name = "N", value_parser = clap::value_parser!(u8).range(1..=7))]
+    pub scenarios: Vec<u8>,
 }
 
 /// Runs every scenario and prints the table (or JSON).
@@ -75,7 +78,8 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCod
 
     // On a worker thread, like every job of a batch (the main thread only
     // waits), so that neither side pays for hops to and from it.
-    let running = tokio::spawn(scenarios(host, plan, app, machine, run_settings));
+    let chosen = Chosen(args.scenarios);
+    let running = tokio::spawn(scenarios(host, plan, app, machine, run_settings, chosen));
     let results = running.await.context("the bench task panicked")??;
     if let Some(path) = &args.save {
         let json = serde_json::to_vec_pretty(&results)?;
@@ -89,32 +93,61 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs the seven scenarios in order and gathers their figures.
+/// The scenarios asked for (`--scenario`; none named: all).
+struct Chosen(Vec<u8>);
+
+impl Chosen {
+    /// Whether scenario `n` runs; announces it when it does.
+    fn runs(&self, n: u8, name: &str) -> bool {
+        let runs = self.0.is_empty() || self.0.contains(&n);
+        if runs {
+            eprintln!("pinlock bench: scenario {n}, {name}");
+        }
+        runs
+    }
+}
+
+/// Runs the chosen scenarios in order and gathers their figures.
 async fn scenarios(
     host: Host,
     plan: Plan,
     app: String,
     machine: Machine,
     settings: RunSettings,
+    chosen: Chosen,
 ) -> anyhow::Result<Results> {
     let started = Instant::now();
-    step(1, "uncontended latency");
-    let uncontended = uncontended::run(&host, &plan, &app).await.context("scenario 1 (uncontended latency)")?;
-    step(2, "throughput");
-    let throughput = throughput::run(&host, &plan, &app).await.context("scenario 2 (throughput)")?;
-    step(3, "contended hand-off");
-    let handoff = handoff::run(&host, &plan, &app).await.context("scenario 3 (hand-off)")?;
-    step(4, "job overhead");
-    let overhead = overhead::run(&host, &plan, machine.cores).await.context("scenario 4 (job overhead)")?;
-    step(5, "many held locks");
-    let held = held::run(&host, &plan, &app).await.context("scenario 5 (held locks)")?;
-    step(6, "entity mapping");
-    let mapping = mapping::run(&host, &plan).await.context("scenario 6 (entity mapping)")?;
-    step(7, "job queue");
-    let queue = queue::run(&host, &plan, &app).await.context("scenario 7 (job queue)")?;
-    Ok(Results {
+    let uncontended = match chosen.runs(1, "uncontended latency") {
+        true => Some(uncontended::run(&host, &plan, &app).await.context("scenario 1 (uncontended latency)")?),
+        false => None,
+    };
+    let throughput = match chosen.runs(2, "throughput") {
+        true => Some(throughput::run(&host, &plan, &app).await.context("scenario 2 (throughput)")?),
+        false => None,
+    };
+    let handoff = match chosen.runs(3, "contended hand-off") {
+        true => Some(handoff::run(&host, &plan, &app).await.context("scenario 3 (hand-off)")?),
+        false => None,
+    };
+    let overhead = match chosen.runs(4, "job overhead") {
+        true => Some(overhead::run(&host, &plan, machine.cores).await.context("scenario 4 (job overhead)")?),
+        false => None,
+    };
+    let held = match chosen.runs(5, "many held locks") {
+        true => Some(held::run(&host, &plan, &app).await.context("scenario 5 (held locks)")?),
+        false => None,
+    };
+    let mapping = match chosen.runs(6, "entity mapping") {
+        true => Some(mapping::run(&host, &plan).await.context("scenario 6 (entity mapping)")?),
+        false => None,
+    };
+    let queue = match chosen.runs(7, "job queue") {
+        true => Some(queue::run(&host, &plan, &app).await.context("scenario 7 (job queue)")?),
+        false => None,
+    };
+    let mut results = Results {
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        targets: report::check_targets(&uncontended, &throughput, &handoff, &overhead, &queue),
+        targets: Vec::new(),
         machine,
         settings,
         plan,
@@ -126,13 +159,7 @@ async fn scenarios(
         mapping,
         queue,
         wall_secs: started.elapsed().as_secs_f64(),
-    })
-}
-
-/// How many scenarios there are.
-const SCENARIOS: usize = 7;
-
-/// Progress on stderr.
-fn step(number: usize, what: &str) {
-    eprintln!("  scenario {number}/{SCENARIOS}: {what}");
+    };
+    results.targets = report::check_targets(&results);
+    Ok(results)
 }

@@ -115,7 +115,10 @@ impl HostLockGuard for PinlockView<'_> {
     }
 
     async fn fencing_token(&mut self, guard: Resource<GuardHandle>) -> wasmtime::Result<u64> {
-        Ok(self.table.get(&guard)?.grant.fence)
+        // Tokens are off only for a component that does not import this
+        // function (see `Worker::reads_fences`), so this cannot be reached
+        // without one.
+        self.table.get(&guard)?.grant.fence.ok_or_else(|| wasmtime::format_err!("this job draws no fencing tokens"))
     }
 
     async fn is_held(&mut self, guard: Resource<GuardHandle>) -> wasmtime::Result<bool> {
