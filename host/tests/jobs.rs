@@ -148,14 +148,16 @@ async fn try_acquire_and_timeout_from_a_guest() {
 async fn fencing_tokens_increase_across_successive_jobs() {
     let db = database().await;
     let entity = Uuid::new_v4();
-    // Job i asks at 40·i ms and holds for 100 ms, so they queue up and are
-    // granted in order (PostgreSQL grants waiters first come, first served).
+    // Job i asks at 100·i ms and holds for 150 ms, so they queue up and are
+    // granted in order (the host's table and PostgreSQL both grant waiters
+    // first come, first served). The spacing leaves room for a loaded
+    // machine: the other tests of this file run beside it.
     let holders: Vec<_> = (0..6u64)
         .map(|i| {
             let steps = json!([
-                {"op": "sleep", "ms": 40 * i},
+                {"op": "sleep", "ms": 100 * i},
                 {"op": "acquire", "entity": entity},
-                {"op": "sleep", "ms": 100},
+                {"op": "sleep", "ms": 150},
             ]);
             spawn_script(&db, steps)
         })

@@ -103,7 +103,7 @@ pub(crate) struct JobLocks {
     /// The host's count of locks held (see [`super::stats`]).
     held_gauge: Arc<AtomicI64>,
     /// Unlocks sent on a shared session that the job's end waits for.
-    pub(crate) unlocking: Vec<tokio::task::JoinHandle<()>>,
+    pub(crate) unlocking: PendingUnlocks,
     /// What the job holds and waits for, as the host's dashboard sees it.
     pub(crate) activity: Arc<JobActivity>,
     /// The host's lock table, where each (key, mode) in `counts` has an entry.
@@ -212,15 +212,13 @@ impl JobSession {
     /// job's locks. The work runs on its own task: if this future is dropped
     /// midway, the clean-up still finishes.
     pub async fn release_all(&self) -> ReleaseOutcome {
-        let (ending, unlocking) = {
+        let (ending, mut unlocking) = {
             let mut state = self.state.lock().await;
             (state.end(), std::mem::take(&mut state.unlocking))
         };
         // Releases the guest sent before it ended are done before the job
-        // reports (each runs on its own task: dropping this wait skips none).
-        for unlock in unlocking {
-            let _ = unlock.await;
-        }
+        // reports (dropping this wait skips none: see `PendingUnlocks`).
+        unlocking.finish().await;
         let Some(ending) = ending else {
             return ReleaseOutcome::NoSession;
         };
@@ -234,6 +232,56 @@ impl JobSession {
         match tokio::spawn(settle(self.db.clone(), ending)).await {
             Ok(outcome) => outcome,
             Err(e) => ReleaseOutcome::Closed { reason: format!("the clean-up task failed: {e}") },
+        }
+    }
+}
+
+/// A release's unlock on a shared session, already sent: what is left is to
+/// read its answer (see `locks::release_on_shared`).
+pub(crate) type Unlocking = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The unlocks a job sent on its shared home and whose answers are still to
+/// be read. They run in the job's own task (no task per release): each is
+/// polled once when pushed, which puts the unlock on the connection, then
+/// again at the next push and at the job's end. Dropped with some left (the
+/// job's future was dropped), the rest finish on a task of their own, so a
+/// failed unlock still closes its session.
+#[derive(Default)]
+pub(crate) struct PendingUnlocks(Vec<Unlocking>);
+
+impl PendingUnlocks {
+    /// Sends `unlock` (its first poll) and reads the answers already there.
+    pub(crate) fn push(&mut self, unlock: Unlocking) {
+        self.0.push(unlock);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        self.0.retain_mut(|unlock| unlock.as_mut().poll(&mut cx).is_pending());
+    }
+
+    /// Waits for every answer.
+    pub(crate) async fn finish(&mut self) {
+        while let Some(unlock) = self.0.last_mut() {
+            unlock.await;
+            self.0.pop();
+        }
+    }
+}
+
+impl Drop for PendingUnlocks {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        // The plain futures, not `Self`: a task dropped unrun (the runtime
+        // shutting down) must not come back here and spawn again.
+        let left = std::mem::take(&mut self.0);
+        // No runtime left: nothing can be read; the process is ending and
+        // its sessions with it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                for unlock in left {
+                    unlock.await;
+                }
+            });
         }
     }
 }

@@ -285,9 +285,7 @@ impl JobSession {
         }
         if let Some(shared) = state.shared_home().cloned() {
             self.db.table.with(|t| t.mark_releasing(held.key, self.job_id, held.mode));
-            let unlocking = release_on_shared(&self.db, shared, self.job_id, pair);
-            state.unlocking.retain(|task| !task.is_finished());
-            state.unlocking.push(unlocking);
+            state.unlocking.push(release_on_shared(&self.db, shared, self.job_id, pair));
             return Ok(());
         }
         let session = state.pinned()?;
@@ -493,15 +491,17 @@ impl Drop for Orphaned<'_, '_, '_> {
 /// Sends the unlock of `pair` on a shared session without waiting for it
 /// (the job's end waits for it, so no lock outlives the job's report); the
 /// table lets local waiters in once the server has it. If the unlock fails,
-/// whether the lock is held is unknown: the session is closed.
+/// whether the lock is held is unknown: the session is closed. The returned
+/// future goes to [`super::job_session::PendingUnlocks`], which polls it
+/// once at once (that sends the unlock) and drives it to its end later.
 fn release_on_shared(
     db: &Arc<Database>,
     shared: Arc<SharedSession>,
     job: u64,
     pair: (i64, LockMode),
-) -> tokio::task::JoinHandle<()> {
+) -> super::job_session::Unlocking {
     let db = db.clone();
-    tokio::spawn(async move {
+    Box::pin(async move {
         let (key, mode) = pair;
         let unlocking = unlock(&shared, key, mode);
         tokio::pin!(unlocking);
