@@ -97,13 +97,19 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCod
 struct Chosen(Vec<u8>);
 
 impl Chosen {
-    /// Whether scenario `n` runs; announces it when it does.
-    fn runs(&self, n: u8, name: &str) -> bool {
-        let runs = self.0.is_empty() || self.0.contains(&n);
-        if runs {
-            eprintln!("pinlock bench: scenario {n}, {name}");
+    /// Runs `scenario` (a future not yet started) if scenario `n` was
+    /// chosen, announcing it; `None` when it was not.
+    async fn run<T>(
+        &self,
+        n: u8,
+        name: &str,
+        scenario: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<Option<T>> {
+        if !self.0.is_empty() && !self.0.contains(&n) {
+            return Ok(None);
         }
-        runs
+        eprintln!("pinlock bench: scenario {n}, {name}");
+        scenario.await.with_context(|| format!("scenario {n} ({name})")).map(Some)
     }
 }
 
@@ -117,34 +123,13 @@ async fn scenarios(
     chosen: Chosen,
 ) -> anyhow::Result<Results> {
     let started = Instant::now();
-    let uncontended = match chosen.runs(1, "uncontended latency") {
-        true => Some(uncontended::run(&host, &plan, &app).await.context("scenario 1 (uncontended latency)")?),
-        false => None,
-    };
-    let throughput = match chosen.runs(2, "throughput") {
-        true => Some(throughput::run(&host, &plan, &app).await.context("scenario 2 (throughput)")?),
-        false => None,
-    };
-    let handoff = match chosen.runs(3, "contended hand-off") {
-        true => Some(handoff::run(&host, &plan, &app).await.context("scenario 3 (hand-off)")?),
-        false => None,
-    };
-    let overhead = match chosen.runs(4, "job overhead") {
-        true => Some(overhead::run(&host, &plan, machine.cores).await.context("scenario 4 (job overhead)")?),
-        false => None,
-    };
-    let held = match chosen.runs(5, "many held locks") {
-        true => Some(held::run(&host, &plan, &app).await.context("scenario 5 (held locks)")?),
-        false => None,
-    };
-    let mapping = match chosen.runs(6, "entity mapping") {
-        true => Some(mapping::run(&host, &plan).await.context("scenario 6 (entity mapping)")?),
-        false => None,
-    };
-    let queue = match chosen.runs(7, "job queue") {
-        true => Some(queue::run(&host, &plan, &app).await.context("scenario 7 (job queue)")?),
-        false => None,
-    };
+    let uncontended = chosen.run(1, "uncontended latency", uncontended::run(&host, &plan, &app)).await?;
+    let throughput = chosen.run(2, "throughput", throughput::run(&host, &plan, &app)).await?;
+    let handoff = chosen.run(3, "contended hand-off", handoff::run(&host, &plan, &app)).await?;
+    let overhead = chosen.run(4, "job overhead", overhead::run(&host, &plan, machine.cores)).await?;
+    let held = chosen.run(5, "many held locks", held::run(&host, &plan, &app)).await?;
+    let mapping = chosen.run(6, "entity mapping", mapping::run(&host, &plan)).await?;
+    let queue = chosen.run(7, "job queue", queue::run(&host, &plan, &app)).await?;
     let mut results = Results {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         targets: Vec::new(),
