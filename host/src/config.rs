@@ -38,6 +38,11 @@ pub struct Settings {
     #[arg(long, env = "PINLOCK_MAX_LOCKS_PER_SESSION", default_value_t = DbSettings::default().max_locks_per_session, global = true)]
     pub max_locks_per_session: usize,
 
+    /// Jobs placed on one shared session before the next is used: their
+    /// statements are pipelined (faster), but a slow one delays the others.
+    #[arg(long, env = "PINLOCK_JOBS_PER_SHARED_SESSION", default_value_t = DbSettings::default().jobs_per_shared_session, global = true)]
+    pub jobs_per_shared_session: usize,
+
     /// Wall-clock limit of one job, in milliseconds.
     #[arg(long, env = "PINLOCK_TIME_LIMIT_MS", default_value_t = RuntimeSettings::default().time_limit.as_millis() as u64, global = true)]
     pub time_limit_ms: u64,
@@ -86,6 +91,7 @@ impl Settings {
             max_locks_per_job: self.max_locks_per_job,
             shared_sessions: self.shared_sessions,
             max_locks_per_session: self.max_locks_per_session,
+            jobs_per_shared_session: self.jobs_per_shared_session,
         }
     }
 

@@ -65,9 +65,12 @@ async fn ok(job: tokio::task::JoinHandle<Result<Value, JobError>>) -> Value {
 }
 
 /// A database with fewer sessions than the default, so that the tests of
-/// this binary running at once stay well inside `max_connections`.
+/// this binary running at once stay well inside `max_connections`. Each job
+/// starts on a shared session of its own while there is one, so that jobs
+/// of one host holding an entity together show in `pg_locks` as one row
+/// each (packed on one session, their shared locks would be one row).
 async fn small_database() -> Arc<Database> {
-    database_with(DbSettings { max_sessions: 8, ..DbSettings::default() }).await
+    database_with(DbSettings { max_sessions: 8, jobs_per_shared_session: 1, ..DbSettings::default() }).await
 }
 
 // ---------------------------------------------------------------- transfer

@@ -102,7 +102,9 @@ async fn shared_holders_coexist_and_exclusive_waits_for_them() {
     // Readers and writer on two hosts, so that the writer's wait is the
     // server's (a local job would wait in the host's lock table instead).
     let Setup { db, observer, entity, key } = setup().await;
-    let readers_host = database().await;
+    // A shared session per reader, so that each shows in `pg_locks` (packed
+    // on one session, their four shared locks would be one row).
+    let readers_host = database_with(DbSettings { jobs_per_shared_session: 1, ..DbSettings::default() }).await;
     let shared = json!([{"op": "acquire", "entity": entity, "mode": "shared"}, {"op": "sleep", "ms": 600}]);
     let readers: Vec<_> = (0..4).map(|_| spawn_script(&readers_host, shared.clone())).collect();
     let rows = wait_for_locks(&observer, key, |rows| rows.iter().filter(|r| r.granted).count() == 4).await;

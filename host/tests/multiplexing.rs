@@ -162,7 +162,10 @@ async fn a_local_deadlock_is_reported_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn losing_a_shared_session_costs_only_its_jobs() {
     let observer = observer().await;
-    let db = database_with(DbSettings { max_sessions: 3, shared_sessions: 2, ..DbSettings::default() }).await;
+    // Four jobs fill a session; the twelve spread over both.
+    let settings =
+        DbSettings { max_sessions: 3, shared_sessions: 2, jobs_per_shared_session: 4, ..DbSettings::default() };
+    let db = database_with(settings).await;
     let mut by_pid: HashMap<i32, Vec<(Arc<pinlock::db::JobSession>, pinlock::db::Grant)>> = HashMap::new();
     for _ in 0..12 {
         let job = db.job_session();
@@ -335,7 +338,10 @@ async fn one_job_at_a_time_uses_one_session() {
 /// holds a lock elsewhere keeps its home (a job's locks never leave it).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_waiter_that_holds_nothing_follows_the_unlock() {
-    let db = database_with(DbSettings { max_sessions: 4, shared_sessions: 3, ..DbSettings::default() }).await;
+    // A session per job, so that each starts on its own.
+    let settings =
+        DbSettings { max_sessions: 4, shared_sessions: 3, jobs_per_shared_session: 1, ..DbSettings::default() };
+    let db = database_with(settings).await;
     let entity = Uuid::new_v4();
     let holder = db.job_session();
     let held = holder.acquire(entity, LockMode::Exclusive, None).await.expect("holder");
@@ -432,5 +438,121 @@ async fn a_job_dropped_mid_try_leaves_no_lock() {
             trier.take().expect("the job").release_all().await;
         }
         writer.release_all().await;
+    }
+}
+
+/// Jobs are packed onto a shared session until it carries
+/// `jobs_per_shared_session` of them (their statements then travel
+/// pipelined), and only then does the next session open; once every shared
+/// session is full they spread evenly. The control packs one job per session.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_fill_a_shared_session_before_the_next_opens() {
+    for per_session in [3, 1] {
+        let settings = DbSettings {
+            max_sessions: 4,
+            shared_sessions: 3,
+            jobs_per_shared_session: per_session,
+            ..DbSettings::default()
+        };
+        let db = database_with(settings).await;
+        let mut jobs = Vec::new();
+        let mut pids = Vec::new();
+        for _ in 0..12 {
+            let job = db.job_session();
+            job.try_acquire(Uuid::new_v4(), LockMode::Exclusive).await.expect("try").expect("free");
+            pids.push(job.backend_pid().await.expect("a session"));
+            jobs.push(job);
+        }
+        let mut per_pid: HashMap<i32, usize> = HashMap::new();
+        for pid in &pids {
+            *per_pid.entry(*pid).or_default() += 1;
+        }
+        let mut counts: Vec<usize> = per_pid.values().copied().collect();
+        counts.sort_unstable();
+        assert_eq!(counts, vec![4, 4, 4], "three sessions, evenly loaded once full ({per_session} per session)");
+        if per_session == 3 {
+            assert!(pids[..3].iter().all(|&p| p == pids[0]), "the first three jobs share one session: {pids:?}");
+            assert!(pids[3..6].iter().all(|&p| p == pids[3] && p != pids[0]), "the next three the next: {pids:?}");
+        } else {
+            let first: HashSet<i32> = pids[..3].iter().copied().collect();
+            assert_eq!(first.len(), 3, "one job per session: {pids:?}");
+        }
+        for job in jobs {
+            job.release_all().await;
+        }
+    }
+}
+
+/// A job that holds nothing yet and is admitted for an entity whose unlock
+/// is still on its way to the server (here: queued behind another tenant's
+/// blocked write on the releasing job's session) moves its home to that
+/// session, so its try runs right after the unlock, rather than finding the
+/// entity still held from its own session and falling back to a dedicated
+/// session's wait. The twin: the same job admitted after the unlock was
+/// answered stays on its own session.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_admitted_while_an_unlock_is_in_flight_follows_it() {
+    for in_flight in [true, false] {
+        let observer = observer().await;
+        // Two jobs per session: the holder and the blocker share one, the
+        // newcomer starts on the next.
+        let settings =
+            DbSettings { max_sessions: 4, shared_sessions: 3, jobs_per_shared_session: 2, ..DbSettings::default() };
+        let db = database_with(settings).await;
+        let entity = Uuid::new_v4();
+        let bucket = format!("in-flight-{}", Uuid::new_v4().simple());
+        let holder = db.job_session();
+        let held = holder.acquire(entity, LockMode::Exclusive, None).await.expect("holder");
+        let holder_pid = holder.backend_pid().await.expect("session");
+        // A second tenant on the holder's session: its write will block the
+        // session while the observer holds the row.
+        let blocker = db.job_session();
+        blocker.kv_get(&bucket, "k").await.expect("placed");
+        let newcomer = db.job_session();
+        newcomer.kv_get(&bucket, "other").await.expect("placed");
+        let newcomer_pid = newcomer.backend_pid().await.expect("session");
+        assert_ne!(newcomer_pid, holder_pid, "the newcomer starts on a session of its own");
+        assert_eq!(blocker.backend_pid().await, Some(holder_pid), "the blocker shares the holder's session");
+        let writing = if in_flight {
+            observer.batch_execute("BEGIN").await.expect("begin");
+            observer
+                .execute("INSERT INTO pinlock.kv (bucket, key, value) VALUES ($1, 'k', '\\x00')", &[&bucket])
+                .await
+                .expect("the observer's row");
+            let (blocker, bucket) = (blocker.clone(), bucket.clone());
+            let writing = tokio::spawn(async move { blocker.kv_set(&bucket, "k", b"1").await });
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(!writing.is_finished(), "the write waits for the observer's row");
+            Some(writing)
+        } else {
+            None
+        };
+        holder.release(held.id).await.expect("release");
+        if !in_flight {
+            // The unlock's answer is read at the holder's end.
+            holder.release_all().await;
+        }
+        let acquiring = {
+            let newcomer = newcomer.clone();
+            tokio::spawn(
+                async move { newcomer.acquire(entity, LockMode::Exclusive, Some(Duration::from_secs(5))).await },
+            )
+        };
+        if let Some(writing) = writing {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(!acquiring.is_finished(), "the newcomer's try is queued behind the unlock");
+            observer.batch_execute("ROLLBACK").await.expect("rollback");
+            writing.await.expect("task").expect("the write goes through");
+        }
+        acquiring.await.expect("task").expect("granted");
+        let pid = newcomer.backend_pid().await.expect("session");
+        if in_flight {
+            assert_eq!(pid, holder_pid, "the newcomer followed the unlock to the holder's session");
+        } else {
+            assert_eq!(pid, newcomer_pid, "admitted after the unlock was answered, it stayed home");
+        }
+        for job in [holder, blocker, newcomer] {
+            job.release_all().await;
+        }
     }
 }

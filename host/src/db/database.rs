@@ -1,6 +1,7 @@
 //! A host's handle on PostgreSQL: the session pool, the entity key cache and
 //! the limits every job's locks obey. One per host, shared by all jobs.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use super::table::{LockTable, SessionId};
 use super::{DbConfig, DbError, JobSession, migrate};
 
 /// How a waiter in the lock table is woken: with the shared session whose
-/// unlock let it in, when there is one (see [`HostTable::wake_via`]).
+/// unlock let it in, when there is one (see [`HostTable::unlock_sent`]).
 pub(crate) type Wake = oneshot::Sender<Option<Arc<SharedSession>>>;
 
 /// Job ids are unique within a process; `application_name` tells hosts apart.
@@ -36,6 +37,12 @@ pub struct DbSettings {
     /// Most locks one shared session carries (each held lock slows every
     /// statement of its session by ~50 ns).
     pub max_locks_per_session: usize,
+    /// Jobs placed on one shared session before the next one is used (at
+    /// least 1). Jobs packed on a session have their statements pipelined:
+    /// the server runs them several times faster than statements that
+    /// arrive one by one, but one slow statement delays the others behind
+    /// it. Once every open shared session has this many, jobs spread evenly.
+    pub jobs_per_shared_session: usize,
 }
 
 impl Default for DbSettings {
@@ -46,6 +53,7 @@ impl Default for DbSettings {
             max_locks_per_job: 64,
             shared_sessions: 12,
             max_locks_per_session: 1024,
+            jobs_per_shared_session: 32,
         }
     }
 }
@@ -72,7 +80,7 @@ impl Database {
             Arc::new(move |session: SessionId| table.wake(|t| t.drop_session(session)))
         };
         Arc::new(Self {
-            pool: SessionPool::new(config, settings.max_sessions, settings.shared_sessions, Some(on_end)),
+            pool: SessionPool::new(config, &settings, Some(on_end)),
             table,
             keys: KeyCache::default(),
             settings,
@@ -158,31 +166,69 @@ impl Database {
 
 /// The host's lock table, shared by the jobs and the sessions' end hooks.
 #[derive(Clone, Default)]
-pub(crate) struct HostTable(Arc<Mutex<LockTable<Wake>>>);
+pub(crate) struct HostTable(Arc<Mutex<Tables>>);
+
+#[derive(Default)]
+struct Tables {
+    table: LockTable<Wake>,
+    /// Keys whose unlock is on a shared session's connection and not yet
+    /// answered: the session, and how many such unlocks there are.
+    unlocking: HashMap<i64, (Arc<SharedSession>, usize)>,
+}
 
 impl HostTable {
-    /// Runs `op` on the table (a poisoned lock still holds a consistent
-    /// table: every operation is a few map updates that cannot panic halfway).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
+        // A poisoned lock still holds consistent tables: every operation is a
+        // few map updates that cannot panic halfway.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `op` on the table.
     pub(crate) fn with<T>(&self, op: impl FnOnce(&mut LockTable<Wake>) -> T) -> T {
-        let mut table = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        op(&mut table)
+        op(&mut self.lock().table)
+    }
+
+    /// [`LockTable::try_enter`]; when admitted, also the shared session an
+    /// unlock of `key` is still on its way to, if there is one. A job that
+    /// holds nothing yet moves its home there (as a waiter let in by that
+    /// unlock does), so that its try runs after the unlock rather than on
+    /// another session, where it could find the key still held and fall
+    /// back to a dedicated session's wait.
+    pub(crate) fn try_enter(&self, key: i64, job: u64, mode: super::LockMode) -> Option<Option<Arc<SharedSession>>> {
+        let mut tables = self.lock();
+        tables.table.try_enter(key, job, mode).then(|| tables.unlocking.get(&key).map(|(via, _)| via.clone()))
+    }
+
+    /// The unlock of a released grant is on `shared`'s connection: the
+    /// holder leaves, the waiters it lets in are woken to follow it there,
+    /// and so is any job admitted for the key until [`Self::unlock_answered`].
+    pub(crate) fn unlock_sent(&self, key: i64, job: u64, mode: super::LockMode, shared: &Arc<SharedSession>) {
+        let woken = {
+            let mut tables = self.lock();
+            let entry = tables.unlocking.entry(key).or_insert_with(|| (shared.clone(), 0));
+            *entry = (shared.clone(), entry.1 + 1);
+            tables.table.leave_released(key, job, mode)
+        };
+        for waiter in woken {
+            let _ = waiter.send(Some(shared.clone()));
+        }
+    }
+
+    /// The server answered an unlock of `key` announced by [`Self::unlock_sent`].
+    pub(crate) fn unlock_answered(&self, key: i64) {
+        let mut tables = self.lock();
+        if let Some(entry) = tables.unlocking.get_mut(&key) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                tables.unlocking.remove(&key);
+            }
+        }
     }
 
     /// Runs `op` and wakes whoever it lets in.
     pub(crate) fn wake(&self, op: impl FnOnce(&mut LockTable<Wake>) -> Vec<Wake>) {
-        self.wake_via(op, None);
-    }
-
-    /// Like [`Self::wake`]; `via` is the shared session whose unlock, already
-    /// on its way, let the waiters in: a waiter that holds nothing yet may
-    /// move its home there, so that its own lock statement runs after it.
-    pub(crate) fn wake_via(
-        &self,
-        op: impl FnOnce(&mut LockTable<Wake>) -> Vec<Wake>,
-        via: Option<&Arc<SharedSession>>,
-    ) {
         for waiter in self.with(op) {
-            let _ = waiter.send(via.cloned());
+            let _ = waiter.send(None);
         }
     }
 

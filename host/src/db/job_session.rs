@@ -35,7 +35,7 @@ use super::activity::JobActivity;
 use super::database::HostTable;
 use super::error::{code_of, describe, sqlstate};
 use super::locks::{Fencing, GrantId, Held, LockMode};
-use super::pool::{Checkout, CheckoutError, PinnedSession, SharedSession};
+use super::pool::{Checkout, CheckoutError, PinnedSession, SharedSession, Tenancy};
 use super::{Database, LockError, Session};
 use crate::latency::CompactHist;
 
@@ -116,7 +116,7 @@ pub(crate) enum Home {
     /// A session of its own: it may wait for a lock.
     Dedicated(PinnedSession),
     /// A session it shares with other jobs: it never waits.
-    Shared(Arc<SharedSession>),
+    Shared(Tenancy),
 }
 
 impl std::ops::Deref for Home {
@@ -462,7 +462,7 @@ impl JobLocks {
     pub(crate) fn follow_unlock(&mut self, via: Arc<SharedSession>) {
         let movable = self.counts.is_empty() && matches!(self.session, Some(Home::Shared(_)));
         if movable && !via.is_lost() {
-            self.session = Some(Home::Shared(via));
+            self.session = Some(Home::Shared(Tenancy::new(via)));
         }
     }
 

@@ -182,8 +182,12 @@ impl JobSession {
         let job = self.job_id;
         let claim = |queued| Claim { db: &self.db, key, job, mode, queued, via: None, kept: false };
         // The common case first: admitted at once, nothing allocated.
-        if self.db.table.with(|t| t.try_enter(key, job, mode)) {
-            return Ok(Some(claim(None)));
+        if let Some(via) = self.db.table.try_enter(key, job, mode) {
+            // Not `Claim { via, ..claim(None) }`: the temporary would be
+            // dropped, and its `Drop` would leave the table again.
+            let mut admitted = claim(None);
+            admitted.via = via;
+            return Ok(Some(admitted));
         }
         if try_only {
             return Ok(None);
@@ -513,8 +517,10 @@ fn release_on_shared(
         let (answered, left) = match (&mut unlocking).now_or_never() {
             Some(answer) => (answer, false),
             None => {
-                db.table.wake_via(|t| t.leave_released(key, job, mode), Some(&shared));
-                (unlocking.await, true)
+                db.table.unlock_sent(key, job, mode, &shared);
+                let answered = unlocking.await;
+                db.table.unlock_answered(key);
+                (answered, true)
             }
         };
         match answered {

@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::describe;
 use super::session::OnEnd;
-use super::{DbConfig, DbError, Session, sql};
+use super::{DbConfig, DbError, DbSettings, Session, sql};
 
 /// How long a checkout may wait for a free place.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +51,8 @@ pub(crate) struct SessionPool {
     /// The shared sessions open now.
     shared: tokio::sync::Mutex<Vec<Arc<SharedSession>>>,
     max_shared: usize,
+    /// Jobs placed on one shared session before the next one is used.
+    jobs_per_shared: usize,
     max: usize,
     opened: AtomicU64,
     on_end: Option<OnEnd>,
@@ -63,7 +65,34 @@ pub(crate) struct SharedSession {
     session: Session,
     /// Server locks held on it now, all jobs together.
     locks: AtomicUsize,
+    /// Jobs whose home it is now (see [`Tenancy`]).
+    tenants: AtomicUsize,
     _permit: OwnedSemaphorePermit,
+}
+
+/// A job's place on a shared session: the job is counted among the
+/// session's tenants (for [`SessionPool::place`]) until this is dropped.
+pub(crate) struct Tenancy(Arc<SharedSession>);
+
+impl Tenancy {
+    /// Counts one more tenant of `session`.
+    pub(crate) fn new(session: Arc<SharedSession>) -> Self {
+        session.tenants.fetch_add(1, Ordering::Relaxed);
+        Self(session)
+    }
+}
+
+impl Drop for Tenancy {
+    fn drop(&mut self) {
+        self.0.tenants.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for Tenancy {
+    type Target = Arc<SharedSession>;
+    fn deref(&self) -> &Arc<SharedSession> {
+        &self.0
+    }
 }
 
 impl std::ops::Deref for SharedSession {
@@ -88,6 +117,11 @@ impl SharedSession {
     pub(crate) fn locks(&self) -> usize {
         self.locks.load(Ordering::Relaxed)
     }
+
+    /// Jobs whose home it is now.
+    fn tenants(&self) -> usize {
+        self.tenants.load(Ordering::Relaxed)
+    }
 }
 
 /// A session checked out of the pool, pinned to one holder.
@@ -104,10 +138,10 @@ impl std::ops::Deref for PinnedSession {
 }
 
 impl SessionPool {
-    /// A pool of at most `max` sessions, `max_shared` of them shared;
+    /// A pool of at most `max_sessions`, `shared_sessions` of them shared;
     /// `on_end` runs whenever one of its sessions' connection ends.
-    pub(crate) fn new(config: DbConfig, max: usize, max_shared: usize, on_end: Option<OnEnd>) -> Self {
-        let max = max.max(1);
+    pub(crate) fn new(config: DbConfig, settings: &DbSettings, on_end: Option<OnEnd>) -> Self {
+        let max = settings.max_sessions.max(1);
         Self {
             config,
             permits: Arc::new(Semaphore::new(max)),
@@ -115,7 +149,8 @@ impl SessionPool {
             shared: tokio::sync::Mutex::new(Vec::new()),
             // At least one place stays for dedicated sessions, the only ones
             // that may wait for a lock.
-            max_shared: max_shared.min(max - 1),
+            max_shared: settings.shared_sessions.min(max - 1),
+            jobs_per_shared: settings.jobs_per_shared_session.max(1),
             max,
             opened: AtomicU64::new(0),
             on_end,
@@ -127,30 +162,39 @@ impl SessionPool {
         self.max_shared > 0
     }
 
-    /// A shared session for a new tenant: an unused one if there is one, else
-    /// a new one while the bound allows, else the one carrying the fewest
-    /// locks. Waits for a place (as `wait` allows) only when none is open.
-    pub(crate) async fn place(&self, wait: Checkout) -> Result<Arc<SharedSession>, CheckoutError> {
+    /// A shared session for a new tenant: the fullest one with room for
+    /// another (fewer than `jobs_per_shared_session`, see [`DbSettings`]),
+    /// else a new one while the bound allows, else the one with the fewest
+    /// tenants and locks. Waits for a place (as `wait` allows) only when
+    /// none is open.
+    pub(crate) async fn place(&self, wait: Checkout) -> Result<Tenancy, CheckoutError> {
         let mut shared = self.shared.lock().await;
         shared.retain(|s| !s.is_lost());
-        let least = shared.iter().min_by_key(|s| (Arc::strong_count(s), s.locks()));
-        // A count of 1 is the pool's own `Arc`: nobody uses it.
-        if let Some(least) = least
-            && (Arc::strong_count(least) == 1 || shared.len() >= self.max_shared)
+        if let Some(fullest) = shared.iter().filter(|s| s.tenants() < self.jobs_per_shared).max_by_key(|s| s.tenants())
         {
-            return Ok(least.clone());
+            return Ok(Tenancy::new(fullest.clone()));
         }
-        let least = least.cloned();
+        let least = shared.iter().min_by_key(|s| (s.tenants(), s.locks())).cloned();
+        if let Some(least) = &least
+            && shared.len() >= self.max_shared
+        {
+            return Ok(Tenancy::new(least.clone()));
+        }
         let permit = match (self.permits.clone().try_acquire_owned(), least) {
             (Ok(permit), _) => permit,
             // No place free: share the least loaded rather than wait.
-            (Err(_), Some(least)) => return Ok(least),
+            (Err(_), Some(least)) => return Ok(Tenancy::new(least)),
             (Err(_), None) => self.permit(wait).await?,
         };
         let session = self.reuse_or_open(wait).await?;
-        let session = Arc::new(SharedSession { session, locks: AtomicUsize::new(0), _permit: permit });
+        let session = Arc::new(SharedSession {
+            session,
+            locks: AtomicUsize::new(0),
+            tenants: AtomicUsize::new(0),
+            _permit: permit,
+        });
         shared.push(session.clone());
-        Ok(session)
+        Ok(Tenancy::new(session))
     }
 
     /// Closes a shared session at once (when in doubt whether a lock is

@@ -1,6 +1,7 @@
 //! What the run ran on: cores, CPU model, memory, the PostgreSQL version, and
 //! this process's resident memory and CPU time (read from /proc).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -64,28 +65,54 @@ pub fn process_cpu() -> Duration {
     Duration::from_millis(ticks.unwrap_or(0) * 1000 / USER_HZ)
 }
 
-/// CPU time used so far by the local PostgreSQL's processes that serve
-/// database `dbname` (backends and autovacuum workers: their process title
-/// names it), or `None` when no PostgreSQL process is visible (a server
-/// elsewhere). Processes that exited meanwhile are not counted, and neither
-/// is the shared WAL writer or checkpointer.
-pub fn postgres_cpu(dbname: &str) -> Option<Duration> {
-    let needle = format!(" {dbname} ");
-    let mut ticks = 0;
-    let mut seen = false;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        if stat.split_once(" (").and_then(|(_, rest)| rest.rsplit_once(')')).map(|(name, _)| name) != Some("postgres") {
-            continue;
+/// CPU time of the local PostgreSQL's processes that serve one database
+/// (backends and autovacuum workers: their process title names it), per
+/// process, at one moment. Read in nanoseconds from /proc/PID/schedstat: a
+/// backend of a short round uses less than one 10 ms tick of /proc/PID/stat.
+pub struct ServerCpu {
+    dbname: String,
+    nanos: HashMap<u32, u64>,
+}
+
+impl ServerCpu {
+    /// Reads every such process's CPU time so far, or `None` when no
+    /// PostgreSQL process is visible (a server elsewhere).
+    pub fn read(dbname: &str) -> Option<Self> {
+        let needle = format!(" {dbname} ");
+        let mut nanos = HashMap::new();
+        let mut seen = false;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            if stat.split_once(" (").and_then(|(_, rest)| rest.rsplit_once(')')).map(|(name, _)| name)
+                != Some("postgres")
+            {
+                continue;
+            }
+            seen = true;
+            let title = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&title).replace('\0', " ").contains(&needle) {
+                nanos.insert(pid, on_cpu_nanos(&entry.path()).unwrap_or(0));
+            }
         }
-        seen = true;
-        let title = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let title = String::from_utf8_lossy(&title).replace('\0', " ");
-        if title.contains(&needle) {
-            ticks += stat_ticks(&stat).unwrap_or(0);
-        }
+        seen.then(|| Self { dbname: dbname.to_owned(), nanos })
     }
-    seen.then(|| Duration::from_millis(ticks * 1000 / USER_HZ))
+
+    /// CPU time those processes (and any started since) used since this
+    /// reading, process by process: a backend that exits meanwhile does not
+    /// make the sum shrink, but what it used after this reading is lost.
+    /// Neither the WAL writer nor the checkpointer is counted.
+    pub fn elapsed(&self) -> Option<Duration> {
+        let now = Self::read(&self.dbname)?;
+        let nanos: u64 =
+            now.nanos.iter().map(|(pid, &n)| n.saturating_sub(self.nanos.get(pid).copied().unwrap_or(0))).sum();
+        Some(Duration::from_nanos(nanos))
+    }
+}
+
+/// Time a process has spent on a CPU, in ns (the first field of its schedstat).
+fn on_cpu_nanos(proc_dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(proc_dir.join("schedstat")).ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// utime + stime of a /proc stat line.

@@ -39,7 +39,7 @@ use pinlock::server::config::{ServeConfig, WorkerSection};
 use pinlock::server::{ServeTarget, Server};
 
 use super::harness::{BENCH_WASM, Host, fresh_entities};
-use super::machine::{postgres_cpu, process_cpu};
+use super::machine::{ServerCpu, process_cpu};
 use super::plan::Plan;
 use super::stats::{Hist, Latency, ratio, turns};
 use super::throughput::{Rate, pinlock_round};
@@ -271,7 +271,7 @@ async fn run_jobs(producer: &Arc<Queue>, monitor: &Monitor, jobs: Vec<NewJob>) -
     let base = monitor.last_id().await?;
     let batches: Vec<Vec<NewJob>> = jobs.chunks(ENQUEUE_BATCH).map(<[NewJob]>::to_vec).collect();
     let enqueues = batches.len();
-    let server_cpu = postgres_cpu(&monitor.dbname);
+    let server = ServerCpu::read(&monitor.dbname);
     let (started, cpu) = (Instant::now(), process_cpu());
     let producing = {
         let producer = producer.clone();
@@ -294,7 +294,7 @@ async fn run_jobs(producer: &Arc<Queue>, monitor: &Monitor, jobs: Vec<NewJob>) -
         tokio::time::sleep(POLL).await;
     }
     let (wall, cpu) = (started.elapsed(), process_cpu().saturating_sub(cpu));
-    let server_cpu = server_cpu.zip(postgres_cpu(&monitor.dbname)).map(|(before, after)| after.saturating_sub(before));
+    let server_cpu = server.and_then(|server| server.elapsed());
     let rows = monitor.since(base).await?;
     if rows.succeeded != jobs.len() || rows.jobs != jobs.len() {
         bail!(

@@ -285,6 +285,11 @@ fn throughput_rows(t: &Throughput, table: &mut Table) {
         let cpu = (point.pinlock_cpu_us, point.floor_cpu_us, None);
         table.compare("", &format!("C={} client CPU each", point.concurrency), cpu, human_us);
     }
+    for point in &t.points {
+        if let (Some(pinlock), Some(floor)) = (point.pinlock_server_cpu_us, point.floor_server_cpu_us) {
+            table.compare("", &format!("C={} server CPU each", point.concurrency), (pinlock, floor, None), human_us);
+        }
+    }
 }
 
 fn handoff_rows(h: &Handoff, table: &mut Table) {

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::floor::{FloorConn, LockSql, distinct_floor_keys};
 use super::harness::{Host, fresh_entities};
-use super::machine::{postgres_cpu, process_cpu};
+use super::machine::{ServerCpu, process_cpu};
 use super::plan::Plan;
 use super::stats::{ratio, turns};
 
@@ -45,6 +45,11 @@ pub struct ThroughputPoint {
     pub pinlock_cpu_us: f64,
     /// CPU time of this process per floor pair, µs (client side only).
     pub floor_cpu_us: f64,
+    /// CPU time of the local PostgreSQL's backends per pinlock job, µs
+    /// (`None`: the server is not on this machine).
+    pub pinlock_server_cpu_us: Option<f64>,
+    /// The same per floor pair.
+    pub floor_server_cpu_us: Option<f64>,
 }
 
 /// What scenario 2 measured.
@@ -84,6 +89,8 @@ pub async fn run(host: &Host, plan: &Plan, app: &str) -> anyhow::Result<Throughp
             ratio: ratio(p, f),
             pinlock_cpu_us: rates[0].cpu_us_each(),
             floor_cpu_us: rates[1].cpu_us_each(),
+            pinlock_server_cpu_us: rates[0].server_cpu_us_each(),
+            floor_server_cpu_us: rates[1].server_cpu_us_each(),
         });
     }
     Ok(Throughput { points })
@@ -144,9 +151,9 @@ pub(super) async fn pinlock_round(
     host.batch(&db, warm_up, concurrency).await.context("throughput warm-up")?;
     let inputs = once_inputs(entities, jobs)?;
     let dbname = host.config.driver_config().get_dbname().unwrap_or_default().to_owned();
-    let (cpu, server_cpu) = (process_cpu(), postgres_cpu(&dbname));
+    let (cpu, server) = (process_cpu(), ServerCpu::read(&dbname));
     let run = host.batch(&db, inputs, concurrency).await?;
-    let server_cpu = server_cpu.zip(postgres_cpu(&dbname)).map(|(before, after)| after.saturating_sub(before));
+    let server_cpu = server.and_then(|server| server.elapsed());
     Ok(Rate { done: run.outputs.len(), wall: run.wall, cpu: process_cpu().saturating_sub(cpu), server_cpu, rounds: 1 })
 }
 
@@ -180,6 +187,8 @@ async fn floor_round(
         Arc::new((0..pairs).filter_map(|_| keys.choose(&mut rng).copied()).collect())
     };
     let next = Arc::new(AtomicUsize::new(0));
+    let dbname = host.config.driver_config().get_dbname().unwrap_or_default().to_owned();
+    let server = ServerCpu::read(&dbname);
     let (started, cpu) = (Instant::now(), process_cpu());
     let tasks = conns.into_iter().map(|conn| {
         let (picks, next) = (picks.clone(), next.clone());
@@ -187,12 +196,17 @@ async fn floor_round(
             while let Some(&key) = picks.get(next.fetch_add(1, Ordering::Relaxed)) {
                 conn.lock_unlock(sql, key).await?;
             }
-            anyhow::Ok(())
+            anyhow::Ok(conn)
         })
     });
+    // The connections stay open until the server's CPU is read: a backend
+    // that has exited is not counted.
+    let mut conns = Vec::with_capacity(concurrency);
     for result in futures_util::future::join_all(tasks).await {
-        result.context("a floor task panicked")??;
+        conns.push(result.context("a floor task panicked")??);
     }
     let wall = started.elapsed();
-    Ok(Rate { done: picks.len(), wall, cpu: process_cpu().saturating_sub(cpu), server_cpu: None, rounds: 1 })
+    let cpu = process_cpu().saturating_sub(cpu);
+    let server_cpu = server.and_then(|server| server.elapsed());
+    Ok(Rate { done: picks.len(), wall, cpu, server_cpu, rounds: 1 })
 }
