@@ -205,8 +205,9 @@ impl HostTable {
     pub(crate) fn unlock_sent(&self, key: i64, job: u64, mode: super::LockMode, shared: &Arc<SharedSession>) {
         let woken = {
             let mut tables = self.lock();
-            let entry = tables.unlocking.entry(key).or_insert_with(|| (shared.clone(), 0));
-            *entry = (shared.clone(), entry.1 + 1);
+            let (via, in_flight) = tables.unlocking.entry(key).or_insert_with(|| (shared.clone(), 0));
+            *via = shared.clone();
+            *in_flight += 1;
             tables.table.leave_released(key, job, mode)
         };
         for waiter in woken {
@@ -217,9 +218,9 @@ impl HostTable {
     /// The server answered an unlock of `key` announced by [`Self::unlock_sent`].
     pub(crate) fn unlock_answered(&self, key: i64) {
         let mut tables = self.lock();
-        if let Some(entry) = tables.unlocking.get_mut(&key) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
+        if let Some((_, in_flight)) = tables.unlocking.get_mut(&key) {
+            *in_flight -= 1;
+            if *in_flight == 0 {
                 tables.unlocking.remove(&key);
             }
         }
