@@ -451,3 +451,29 @@ async fn only_workers_that_read_fencing_tokens_draw_them() {
     holder.await.expect("holder");
     assert_eq!(locks_on(&observer, key).await, vec![], "nothing left held");
 }
+
+/// A job never sees what an earlier job left in memory: its instance gets a
+/// slot whose memory was reset (only the pages the last job touched, found
+/// with `PAGEMAP_SCAN` where the kernel has it; see
+/// `host/src/runtime/engine.rs`). A runtime with one slot makes every job
+/// reuse the same one. Each job checks a static and a fresh zeroed buffer
+/// of 512 KiB, then marks both. The control: a second `scribble` step in the
+/// same job finds the mark in the static, so a leak would be seen.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_never_sees_an_earlier_jobs_memory() {
+    let runtime = pinlock::runtime::Runtime::new(pinlock::runtime::RuntimeSettings {
+        max_concurrent_jobs: 1,
+        ..Default::default()
+    })
+    .expect("runtime");
+    let worker = runtime.load_file(guest_path("pinlock_test_scripted.wasm").as_ref()).expect("scripted fixture loads");
+    let db = database().await;
+    let scribble = json!({"op": "scribble", "bytes": 512 << 10});
+    let input = serde_json::to_vec(&json!({ "steps": [scribble, scribble] })).expect("json");
+    for job in 0..3 {
+        let outcome = runtime.run_job(&worker, db.job_session(), &input, &CancellationToken::new()).await;
+        let results = results(&outcome);
+        assert_eq!(results[0], json!({"static_before": 0, "nonzero": 0}), "job {job} starts from clean memory");
+        assert_eq!(results[1]["static_before"], 0xDEAD_BEEF_u64, "control: job {job} sees its own mark");
+    }
+}

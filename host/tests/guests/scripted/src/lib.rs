@@ -8,9 +8,13 @@
 //! `fail` step fail the job.
 
 use std::{
+    sync::atomic::{AtomicU64, Ordering},
     thread,
     time::{Duration, Instant},
 };
+
+/// Written by the `scribble` step; a new instance must find it 0 again.
+static MARK: AtomicU64 = AtomicU64::new(0);
 
 use pinlock_guest::{Guard, LockError, Mode, Uuid, Worker, export_worker, kv, lock, log};
 use serde::Deserialize;
@@ -95,6 +99,14 @@ enum Step {
     Panic,
     Spin,
     Oom,
+    /// Reports what this instance's memory held before it wrote anything:
+    /// a static's value and how many bytes of a fresh zeroed buffer of
+    /// `bytes` are not zero. Then leaves a mark in both (the static, and a
+    /// leaked buffer of `bytes` filled with 0xAB) for a later instance in the
+    /// same slot to find, if memory were not reset between jobs.
+    Scribble {
+        bytes: usize,
+    },
     Log {
         message: String,
     },
@@ -266,6 +278,14 @@ impl Runner {
                 loop {
                     hoard.push(std::hint::black_box(vec![0xa5_u8; 1 << 20]));
                 }
+            }
+            Step::Scribble { bytes } => {
+                let before = MARK.load(Ordering::Relaxed);
+                let fresh = vec![0_u8; bytes];
+                let nonzero = std::hint::black_box(&fresh).iter().filter(|&&b| b != 0).count();
+                MARK.store(0xDEAD_BEEF, Ordering::Relaxed);
+                std::hint::black_box(vec![0xab_u8; bytes]).leak();
+                json!({ "static_before": before, "nonzero": nonzero })
             }
             Step::Log { message } => {
                 log::info(&message);
