@@ -1,8 +1,10 @@
 //! Runs many jobs of one worker, a bounded number at a time, on the shared
-//! [`Scheduler`] (each job on its own task, so guests run on every core),
-//! and hands each outcome to the caller as it finishes.
+//! [`Scheduler`] (one task per concurrent job, a lane that runs its jobs one
+//! after another, so guests run on every core), and hands each outcome to
+//! the caller as it finishes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -36,29 +38,39 @@ impl Batch {
         let scheduler = Arc::new(Scheduler::new(self.runtime, self.db, self.concurrency));
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let worker_name: Arc<str> = Arc::from("batch");
-        let feeder = {
-            let scheduler = scheduler.clone();
-            let (worker, input, cancel) = (self.worker, self.input, self.cancel.clone());
-            tokio::spawn(async move {
-                for index in 0..self.jobs {
-                    let slot = tokio::select! {
-                        slot = scheduler.slot() => slot,
-                        () = cancel.cancelled() => break,
-                    };
-                    let spec = JobSpec {
-                        id: index as i64,
-                        worker_name: worker_name.clone(),
-                        worker: worker.clone(),
-                        input: input(index),
-                        max_locks: None,
-                    };
-                    let done_tx = done_tx.clone();
-                    scheduler.start(slot, spec, move |outcome| {
+        // One lane per concurrent job, each running its jobs one after
+        // another in its own task (no task per job).
+        let next = Arc::new(AtomicU64::new(0));
+        let lanes: Vec<_> = (0..self.concurrency.max(1))
+            .map(|_| {
+                let (scheduler, next, done_tx) = (scheduler.clone(), next.clone(), done_tx.clone());
+                let (worker, input, cancel) = (self.worker.clone(), self.input.clone(), self.cancel.clone());
+                let worker_name = worker_name.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        if index >= self.jobs || cancel.is_cancelled() {
+                            break;
+                        }
+                        let slot = tokio::select! {
+                            slot = scheduler.slot() => slot,
+                            () = cancel.cancelled() => break,
+                        };
+                        let spec = JobSpec {
+                            id: index as i64,
+                            worker_name: worker_name.clone(),
+                            worker: worker.clone(),
+                            input: input(index),
+                            max_locks: None,
+                        };
+                        let (outcome, slot) = scheduler.run(slot, spec).await;
                         let _ = done_tx.send(outcome);
-                    });
-                }
+                        drop(slot);
+                    }
+                })
             })
-        };
+            .collect();
+        drop(done_tx);
         let canceller = {
             let (scheduler, cancel) = (scheduler.clone(), self.cancel);
             tokio::spawn(async move {
@@ -69,7 +81,9 @@ impl Batch {
         while let Some(outcome) = done_rx.recv().await {
             on_done(outcome);
         }
-        let _ = feeder.await;
+        for lane in lanes {
+            let _ = lane.await;
+        }
         canceller.abort();
     }
 }

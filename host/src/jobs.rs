@@ -1,9 +1,10 @@
 //! The job scheduler `pinlock run` and `pinlock serve` share: a bounded
 //! number of slots, a registry of the jobs running now (id → worker, start
-//! time, lock engine job, cancel token), and every job on a tokio task of its
-//! own. Whoever waits for a job (a batch, an HTTP request) may go away
-//! without skipping its clean-up, and any running job can be cancelled by its
-//! id; a cancelled job still releases its locks before it reports.
+//! time, lock engine job, cancel token), and each job either on a tokio task
+//! of its own ([`Scheduler::start`]: whoever waits for it, an HTTP request,
+//! may go away without skipping its clean-up) or in a batch lane's task
+//! ([`Scheduler::run`]). Any running job can be cancelled by its id; a
+//! cancelled job still releases its locks before it reports.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -113,6 +114,27 @@ impl Scheduler {
     /// outcome once the job's locks are released. The job is in the
     /// registry (and cancellable) from now until just before `report`.
     pub fn start(&self, slot: Slot, spec: JobSpec, report: impl FnOnce(JobOutcome) + Send + 'static) {
+        let job = self.job(slot, spec);
+        tokio::spawn(async move {
+            let (outcome, slot) = job.await;
+            // Reported before the slot is free: once every slot is free (see
+            // `idle`), every outcome has been handed over.
+            report(outcome);
+            drop(slot);
+        });
+    }
+
+    /// Runs `spec` in `slot` in the caller's task, for a caller that runs
+    /// jobs one after another (a batch's lanes): no task per job. The job is
+    /// in the registry (and cancellable) until it returns; dropped midway,
+    /// it still releases its locks (see [`Runtime::run_job`]). The slot comes
+    /// back with the outcome: drop it once the outcome is handed over.
+    pub async fn run(&self, slot: Slot, spec: JobSpec) -> (JobOutcome, Slot) {
+        self.job(slot, spec).await
+    }
+
+    /// The job as a future that owns all it needs, registered now.
+    fn job(&self, slot: Slot, spec: JobSpec) -> impl Future<Output = (JobOutcome, Slot)> + Send + 'static {
         let cancel = self.all.child_token();
         let run = NEXT_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let job = self.db.job_session();
@@ -141,12 +163,9 @@ impl Scheduler {
             {
                 running.remove(&spec.id);
             }
-            // Reported before the slot is free: once every slot is free
-            // (see `idle`), every outcome has been handed over.
-            report(outcome);
-            drop(slot);
+            (outcome, slot)
         };
-        tokio::spawn(tracing::Instrument::instrument(job, span));
+        tracing::Instrument::instrument(job, span)
     }
 
     /// Whether a job `id` is running here now.
