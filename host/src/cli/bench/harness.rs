@@ -44,6 +44,11 @@ impl Host {
         Ok(Self { runtime, worker, config, db_settings })
     }
 
+    /// The name of the database the bench runs against.
+    pub fn dbname(&self) -> String {
+        self.config.driver_config().get_dbname().unwrap_or_default().to_owned()
+    }
+
     /// A fresh database handle (own pool, own key cache) with `max_sessions`.
     pub fn database(&self, max_sessions: usize) -> Arc<Database> {
         let settings = DbSettings { max_sessions, ..self.db_settings.clone() };

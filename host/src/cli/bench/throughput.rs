@@ -150,8 +150,7 @@ pub(super) async fn pinlock_round(
     let warm_up = once_inputs(entities, concurrency * WARM_UP_JOBS_PER_SLOT)?;
     host.batch(&db, warm_up, concurrency).await.context("throughput warm-up")?;
     let inputs = once_inputs(entities, jobs)?;
-    let dbname = host.config.driver_config().get_dbname().unwrap_or_default().to_owned();
-    let (cpu, server) = (process_cpu(), ServerCpu::read(&dbname));
+    let (cpu, server) = (process_cpu(), ServerCpu::read(&host.dbname()));
     let run = host.batch(&db, inputs, concurrency).await?;
     let server_cpu = server.and_then(|server| server.elapsed());
     Ok(Rate { done: run.outputs.len(), wall: run.wall, cpu: process_cpu().saturating_sub(cpu), server_cpu, rounds: 1 })
@@ -187,8 +186,7 @@ async fn floor_round(
         Arc::new((0..pairs).filter_map(|_| keys.choose(&mut rng).copied()).collect())
     };
     let next = Arc::new(AtomicUsize::new(0));
-    let dbname = host.config.driver_config().get_dbname().unwrap_or_default().to_owned();
-    let server = ServerCpu::read(&dbname);
+    let server = ServerCpu::read(&host.dbname());
     let (started, cpu) = (Instant::now(), process_cpu());
     let tasks = conns.into_iter().map(|conn| {
         let (picks, next) = (picks.clone(), next.clone());
