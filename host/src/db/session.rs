@@ -27,6 +27,41 @@ use super::{DbConfig, DbError, Fencing, LockMode, liveness, sql};
 /// lock is held).
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
+/// A session's connection future, polled one scheduler turn after each
+/// wake-up rather than at once. A job that sends a statement wakes the
+/// connection task, and tokio runs a task woken that way next, before the
+/// other ready tasks: alone, each statement of the jobs sharing the session
+/// would go out in a `send` of its own (on loopback, a send also delivers
+/// the packet and wakes the backend, on this process's CPU). Yielding once
+/// lets the other ready jobs queue their statements first; the connection
+/// then writes them all in one `send`, and the server answers them together
+/// (BENCHMARKS.md, "Issue 8, fourth pass": less server CPU per job).
+struct Coalesced<F> {
+    inner: std::pin::Pin<Box<F>>,
+    yielded: bool,
+}
+
+impl<F: Future> Coalesced<F> {
+    fn new(inner: F) -> Self {
+        Self { inner: Box::pin(inner), yielded: false }
+    }
+}
+
+impl<F: Future> Future for Coalesced<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        if !self.yielded {
+            // Back of the run queue, behind the jobs that are ready now.
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        self.yielded = false;
+        self.inner.as_mut().poll(cx)
+    }
+}
+
 /// Called once with the session's id when its connection ends, however it
 /// ends (the server freed every lock it held).
 pub(crate) type OnEnd = Arc<dyn Fn(SessionId) + Send + Sync>;
@@ -152,7 +187,7 @@ impl Session {
             let _ended = ended;
             // Ends when the server closes the socket (backend terminated,
             // network gone) or when the client is dropped.
-            if let Err(err) = connection.await {
+            if let Err(err) = Coalesced::new(connection).await {
                 tracing::debug!(error = %super::error::describe(&err), "session connection ended");
             }
         })
