@@ -185,8 +185,11 @@ fn the_dashboard_shows_a_holder_and_its_waiter_live_in_a_real_browser() {
         vec![json!(entity)],
     );
     assert_eq!(rows, json!([holder.to_string()]));
+    // Once granted, it holds 4 s: A may still publish the old holder for up
+    // to a second, and the page refreshes once a second, so the lone waiter
+    // row must stay long enough to be seen (1.5 s was missed under load).
     let waiter =
-        run_on(b, json!([{ "op": "acquire", "entity": entity, "timeout_ms": 30_000 }, { "op": "sleep", "ms": 1_500 }]));
+        run_on(b, json!([{ "op": "acquire", "entity": entity, "timeout_ms": 30_000 }, { "op": "sleep", "ms": 4_000 }]));
     let rows = browser.until(
         "the waiter under the holder",
         &rows_then("return rows.length === 2 ? rows : null;"),
