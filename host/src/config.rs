@@ -51,12 +51,33 @@ pub struct Settings {
     #[arg(long, env = "PINLOCK_MEMORY_LIMIT_MIB", default_value_t = RuntimeSettings::default().memory_limit >> 20, global = true)]
     pub memory_limit_mib: usize,
 
+    /// Threads that run jobs, their WebAssembly and their sessions' I/O. One
+    /// thread (the default) makes no cross-thread wake-ups, which on a small
+    /// machine cost more than a second thread gives; raise it for workers
+    /// that compute more than they wait (see docs/design/threads.md).
+    #[arg(long, env = "PINLOCK_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub threads: u16,
+
     /// This host's name in `application_name` (default: pinlock/<hostname>/<pid>).
     #[arg(long, env = "PINLOCK_HOST_ID", global = true)]
     pub host_id: Option<String>,
 }
 
 impl Settings {
+    /// The async runtime every command runs on: one thread, or `threads`
+    /// worker threads.
+    pub fn async_runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = match self.threads {
+            1 => tokio::runtime::Builder::new_current_thread(),
+            n => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(usize::from(n));
+                builder
+            }
+        };
+        builder.enable_all().build()
+    }
+
     /// The database location, with this host's `application_name`.
     pub fn db_config(&self) -> Result<DbConfig, DbError> {
         let mut config = match &self.database_url {

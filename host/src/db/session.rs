@@ -27,38 +27,43 @@ use super::{DbConfig, DbError, Fencing, LockMode, liveness, sql};
 /// lock is held).
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
-/// A session's connection future, polled one scheduler turn after each
-/// wake-up rather than at once. A job that sends a statement wakes the
-/// connection task, and tokio runs a task woken that way next, before the
-/// other ready tasks: alone, each statement of the jobs sharing the session
-/// would go out in a `send` of its own (on loopback, a send also delivers
-/// the packet and wakes the backend, on this process's CPU). Yielding once
-/// lets the other ready jobs queue their statements first; the connection
-/// then writes them all in one `send`, and the server answers them together
-/// (BENCHMARKS.md, "Issue 8, fourth pass": less server CPU per job).
-struct Coalesced<F> {
-    inner: std::pin::Pin<Box<F>>,
-    yielded: bool,
-}
-
-impl<F: Future> Coalesced<F> {
-    fn new(inner: F) -> Self {
-        Self { inner: Box::pin(inner), yielded: false }
-    }
-}
-
-impl<F: Future> Future for Coalesced<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
-        if !self.yielded {
-            // Back of the run queue, behind the jobs that are ready now.
-            self.yielded = true;
+/// Drives a session's connection future, polling it one scheduler turn
+/// after each wake-up rather than at once. A job that sends a statement
+/// wakes the connection task, and tokio runs a task woken that way next,
+/// before the other ready tasks: alone, each statement of the jobs sharing
+/// the session would go out in a `send` of its own (on loopback, a send also
+/// delivers the packet and wakes the backend, on this process's CPU).
+/// Yielding once lets the other ready jobs queue their statements first; the
+/// connection then writes them all in one `send`, and the server answers
+/// them together (BENCHMARKS.md, "Issue 8, fourth pass": less server CPU per
+/// job). The yield wakes the task at once, to the back of the run queue:
+/// `tokio::task::yield_now` would wait for the next poll of the I/O driver,
+/// which measured slower (fifth pass).
+async fn coalesced<F: Future>(connection: F) -> F::Output {
+    use std::task::Poll;
+    let mut connection = std::pin::pin!(connection);
+    loop {
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if std::mem::replace(&mut yielded, true) {
+                return Poll::Ready(());
+            }
             cx.waker().wake_by_ref();
-            return std::task::Poll::Pending;
+            Poll::Pending
+        })
+        .await;
+        // Polled until it is pending; the next wake-up goes round the loop.
+        let mut polled = false;
+        let output = std::future::poll_fn(|cx| {
+            if std::mem::replace(&mut polled, true) {
+                return Poll::Ready(None);
+            }
+            connection.as_mut().poll(cx).map(Some)
+        })
+        .await;
+        if let Some(output) = output {
+            return output;
         }
-        self.yielded = false;
-        self.inner.as_mut().poll(cx)
     }
 }
 
@@ -187,7 +192,7 @@ impl Session {
             let _ended = ended;
             // Ends when the server closes the socket (backend terminated,
             // network gone) or when the client is dropped.
-            if let Err(err) = Coalesced::new(connection).await {
+            if let Err(err) = coalesced(connection).await {
                 tracing::debug!(error = %super::error::describe(&err), "session connection ended");
             }
         })

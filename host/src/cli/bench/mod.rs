@@ -69,6 +69,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCod
         time_limit_ms: settings.time_limit_ms,
         memory_limit_mib: settings.memory_limit_mib,
         max_concurrent_jobs: runtime_settings.max_concurrent_jobs as usize,
+        threads: settings.threads,
         release_build: !cfg!(debug_assertions),
     };
     let host = Host::new(config.clone(), settings.db_settings(), runtime_settings)?;

@@ -36,6 +36,8 @@ pub struct RunSettings {
     pub memory_limit_mib: usize,
     /// Instances the runtime's pool holds.
     pub max_concurrent_jobs: usize,
+    /// `--threads`.
+    pub threads: u16,
     /// Whether the binary was built with optimizations.
     pub release_build: bool,
 }
@@ -252,12 +254,14 @@ fn header(results: &Results, out: &mut String) {
     let _ = writeln!(out, "  server    {} (max_connections {})", m.postgres, m.max_connections);
     let _ = writeln!(
         out,
-        "  settings  {} as {:?}; max-sessions {}, lock timeout {} ms, {} instances{}",
+        "  settings  {} as {:?}; max-sessions {}, lock timeout {} ms, {} instances, {} thread{}{}",
         s.database,
         s.application_name,
         s.max_sessions,
         s.lock_timeout_ms,
         s.max_concurrent_jobs,
+        s.threads,
+        if s.threads == 1 { "" } else { "s" },
         if s.release_build { "" } else { "; DEBUG BUILD: figures not representative" }
     );
     let _ =
