@@ -46,7 +46,7 @@ impl Batch {
                 let (scheduler, next, done_tx) = (scheduler.clone(), next.clone(), done_tx.clone());
                 let (worker, input, cancel) = (self.worker.clone(), self.input.clone(), self.cancel.clone());
                 let worker_name = worker_name.clone();
-                tokio::spawn(async move {
+                crate::shard::spawn(async move {
                     loop {
                         let index = next.fetch_add(1, Ordering::Relaxed);
                         if index >= self.jobs || cancel.is_cancelled() {

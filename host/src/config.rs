@@ -51,10 +51,11 @@ pub struct Settings {
     #[arg(long, env = "PINLOCK_MEMORY_LIMIT_MIB", default_value_t = RuntimeSettings::default().memory_limit >> 20, global = true)]
     pub memory_limit_mib: usize,
 
-    /// Threads that run jobs, their WebAssembly and their sessions' I/O. One
-    /// thread (the default) makes no cross-thread wake-ups, which on a small
-    /// machine cost more than a second thread gives; raise it for workers
-    /// that compute more than they wait (see docs/design/threads.md).
+    /// Threads that run jobs, their WebAssembly and their sessions' I/O, each
+    /// a shard with its own runtime (`pinlock::shard`). One (the default)
+    /// makes no cross-thread wake-ups, which on a small machine beside its
+    /// server is fastest; raise it for workers that compute more than they
+    /// wait (see docs/design/threads.md).
     #[arg(long, env = "PINLOCK_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), global = true)]
     pub threads: u16,
 
@@ -64,18 +65,12 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The async runtime every command runs on: one thread, or `threads`
-    /// worker threads.
+    /// The async runtime every command runs on (a current-thread one: shard
+    /// 0), with `threads - 1` more shards started beside it.
     pub fn async_runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
-        let mut builder = match self.threads {
-            1 => tokio::runtime::Builder::new_current_thread(),
-            n => {
-                let mut builder = tokio::runtime::Builder::new_multi_thread();
-                builder.worker_threads(usize::from(n));
-                builder
-            }
-        };
-        builder.enable_all().build()
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        pinlock::shard::start(runtime.handle().clone(), usize::from(self.threads))?;
+        Ok(runtime)
     }
 
     /// The database location, with this host's `application_name`.

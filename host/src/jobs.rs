@@ -115,7 +115,7 @@ impl Scheduler {
     /// registry (and cancellable) from now until just before `report`.
     pub fn start(&self, slot: Slot, spec: JobSpec, report: impl FnOnce(JobOutcome) + Send + 'static) {
         let job = self.job(slot, spec);
-        tokio::spawn(async move {
+        crate::shard::spawn(async move {
             let (outcome, slot) = job.await;
             // Reported before the slot is free: once every slot is free (see
             // `idle`), every outcome has been handed over.

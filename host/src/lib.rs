@@ -53,4 +53,5 @@ pub mod report;
 pub mod runtime;
 pub mod scratch;
 pub mod server;
+pub mod shard;
 pub mod testing;

@@ -1,6 +1,6 @@
 //! The `pinlock` binary's own commands: `locks` shows who holds what, with
 //! entities; errors are clear and never show a password; `new` writes a
-//! worker crate that builds and runs; `--threads` picks the runtime.
+//! worker crate that builds and runs; `--threads` sets the host's shards.
 
 mod common;
 
@@ -172,15 +172,15 @@ fn a_new_worker_builds_and_runs() {
     assert_eq!(values, [1, 2, 3, 4], "{stdout}");
 }
 
-/// `--threads` picks the runtime: one thread runs everything (no tokio
-/// worker threads at all), N runs N workers; jobs succeed on either, and 0
-/// is refused. The worker threads are counted by name while a job holds a
-/// lock, so each run shows which runtime it had.
+/// `--threads` sets the shards: one thread runs everything, N runs N (the
+/// main thread and N - 1 shard threads); jobs succeed either way, and 0 is
+/// refused. The shard threads are counted by name while a job holds a lock,
+/// so each run shows how many it had.
 #[test]
-fn threads_picks_the_runtime_and_jobs_run_on_either() {
+fn threads_sets_the_shards_and_jobs_run_on_any() {
     let bench = guest_path("pinlock_test_bench.wasm");
     let input = serde_json::json!({"op": "hold", "entities": [Uuid::new_v4()], "hold_ms": 1000}).to_string();
-    for (threads, workers) in [("1", 0), ("3", 3)] {
+    for (threads, others) in [("1", 0), ("3", 2)] {
         let mut child = pinlock()
             .args(["--threads", threads, "run", &bench, "--jobs", "2", "--concurrency", "2", "--input", &input])
             .env("DATABASE_URL", database_url())
@@ -191,12 +191,12 @@ fn threads_picks_the_runtime_and_jobs_run_on_either() {
         std::thread::sleep(std::time::Duration::from_millis(700));
         let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id())).expect("the process's threads");
         let named_worker = |task: &std::fs::DirEntry| {
-            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|name| name.starts_with("tokio-rt-worker"))
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|name| name.starts_with("pinlock-shard-"))
         };
         let seen = tasks.filter_map(Result::ok).filter(|task| named_worker(task)).count();
         let output = child.wait_with_output().expect("wait");
         assert!(output.status.success(), "--threads {threads}: {}", String::from_utf8_lossy(&output.stderr));
-        assert_eq!(seen, workers, "tokio worker threads with --threads {threads}");
+        assert_eq!(seen, others, "shard threads beside the main one with --threads {threads}");
     }
     let zero = pinlock().args(["--threads", "0", "locks"]).env("DATABASE_URL", database_url()).output().expect("run");
     assert!(!zero.status.success());

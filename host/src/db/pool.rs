@@ -162,19 +162,25 @@ impl SessionPool {
         self.max_shared > 0
     }
 
-    /// A shared session for a new tenant: the fullest one with room for
-    /// another (fewer than `jobs_per_shared_session`, see [`DbSettings`]),
-    /// else a new one while the bound allows, else the one with the fewest
-    /// tenants and locks. Waits for a place (as `wait` allows) only when
-    /// none is open.
+    /// A shared session for a new tenant: the fullest one of the caller's
+    /// shard with room for another (fewer than `jobs_per_shared_session`,
+    /// see [`DbSettings`]), else a new one while the bound allows, else the
+    /// one with the fewest tenants and locks, of any shard. Waits for a
+    /// place (as `wait` allows) only when none is open.
     pub(crate) async fn place(&self, wait: Checkout) -> Result<Tenancy, CheckoutError> {
         let mut shared = self.shared.lock().await;
         shared.retain(|s| !s.is_lost());
-        if let Some(fullest) = shared.iter().filter(|s| s.tenants() < self.jobs_per_shared).max_by_key(|s| s.tenants())
-        {
+        // Sessions driven by the caller's shard first: their statements do
+        // not cross threads (see `crate::shard`).
+        let here = crate::shard::current();
+        let mine = |s: &&Arc<SharedSession>| s.shard() == here;
+        let load = |s: &&Arc<SharedSession>| (s.tenants(), s.locks());
+        let fullest = shared.iter().filter(mine).filter(|s| s.tenants() < self.jobs_per_shared);
+        if let Some(fullest) = fullest.max_by_key(|s| s.tenants()) {
             return Ok(Tenancy::new(fullest.clone()));
         }
-        let least = shared.iter().min_by_key(|s| (s.tenants(), s.locks())).cloned();
+        // Past the packing, balance: the least loaded of all, whichever shard.
+        let least = shared.iter().min_by_key(load).cloned();
         if let Some(least) = &least
             && shared.len() >= self.max_shared
         {
@@ -290,8 +296,14 @@ impl SessionPool {
         ending.await.map_err(|e| format!("the terminating task failed: {e}"))?
     }
 
+    /// An idle session, one driven by the caller's shard if there is one.
     fn pop_idle(&self) -> Option<Session> {
-        self.idle.lock().ok()?.pop()
+        let mut idle = self.idle.lock().ok()?;
+        let here = crate::shard::current();
+        match idle.iter().rposition(|session| session.shard() == here) {
+            Some(mine) => Some(idle.swap_remove(mine)),
+            None => idle.pop(),
+        }
     }
 
     /// Shared sessions open now.

@@ -170,6 +170,8 @@ pub struct Session {
     suspect: AtomicBool,
     pid: i32,
     id: SessionId,
+    /// The shard whose runtime drives its connection (see [`crate::shard`]).
+    shard: usize,
     connection: tokio::task::AbortHandle,
 }
 
@@ -219,6 +221,7 @@ impl Session {
             suspect: AtomicBool::new(false),
             pid,
             id,
+            shard: crate::shard::current(),
             connection,
         })
     }
@@ -226,6 +229,12 @@ impl Session {
     /// The session's number in this process.
     pub(crate) fn id(&self) -> SessionId {
         self.id
+    }
+
+    /// The shard whose runtime drives its connection: statements sent from
+    /// another shard cross threads.
+    pub(crate) fn shard(&self) -> usize {
+        self.shard
     }
 
     /// The server process serving this session (`pg_backend_pid()`).

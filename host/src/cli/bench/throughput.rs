@@ -168,7 +168,9 @@ fn once_inputs(entities: &[Uuid], jobs: usize) -> anyhow::Result<Vec<Vec<u8>>> {
 }
 
 /// `pairs` lock/unlock pairs on random keys over `concurrency` fresh raw
-/// connections (warmed up with one pair each, then closed).
+/// connections (warmed up with one pair each, then closed). Each connection
+/// and its loop run on one shard, spread as pinlock's lanes are (see
+/// `pinlock::shard`), so both sides have the same threads.
 async fn floor_round(
     host: &Host,
     app: &str,
@@ -177,26 +179,50 @@ async fn floor_round(
     concurrency: usize,
     pairs: usize,
 ) -> anyhow::Result<Rate> {
-    let conns = FloorConn::connect_many(&host.config, app, concurrency).await?;
-    for conn in &conns {
-        conn.lock_unlock(sql, keys[0]).await?;
-    }
     let picks: Arc<Vec<i64>> = {
         let mut rng = rand::rng();
         Arc::new((0..pairs).filter_map(|_| keys.choose(&mut rng).copied()).collect())
     };
     let next = Arc::new(AtomicUsize::new(0));
+    let (go, started_rx) = tokio::sync::watch::channel(false);
+    let (ready, mut readied) = tokio::sync::mpsc::channel(concurrency.max(1));
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (picks, next, ready, mut go) = (picks.clone(), next.clone(), ready.clone(), started_rx.clone());
+            let (config, app, warm_key) = (host.config.clone(), app.to_owned(), keys[0]);
+            pinlock::shard::spawn(async move {
+                let connected = async {
+                    let conn = FloorConn::connect(&config, &app, "floor").await?;
+                    conn.lock_unlock(sql, warm_key).await?;
+                    anyhow::Ok(conn)
+                };
+                let conn = match connected.await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        let _ = ready.send(Err(format!("{e:#}"))).await;
+                        return Err(e);
+                    }
+                };
+                let _ = ready.send(Ok(())).await;
+                go.wait_for(|&go| go).await.context("the floor round was abandoned")?;
+                while let Some(&key) = picks.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    conn.lock_unlock(sql, key).await?;
+                }
+                anyhow::Ok(conn)
+            })
+        })
+        .collect();
+    drop(ready);
+    for _ in 0..concurrency {
+        match readied.recv().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => anyhow::bail!("a floor connection failed: {e}"),
+            None => anyhow::bail!("a floor task ended before it was ready"),
+        }
+    }
     let server = ServerCpu::read(&host.dbname());
     let (started, cpu) = (Instant::now(), process_cpu());
-    let tasks = conns.into_iter().map(|conn| {
-        let (picks, next) = (picks.clone(), next.clone());
-        tokio::spawn(async move {
-            while let Some(&key) = picks.get(next.fetch_add(1, Ordering::Relaxed)) {
-                conn.lock_unlock(sql, key).await?;
-            }
-            anyhow::Ok(conn)
-        })
-    });
+    go.send_replace(true);
     // The connections stay open until the server's CPU is read: a backend
     // that has exited is not counted.
     let mut conns = Vec::with_capacity(concurrency);
