@@ -18,6 +18,8 @@
 //!
 //! [`jobs`] schedules jobs in bounded slots (`run` and `serve` share it);
 //! [`batch`] runs many jobs of one worker; [`report`] and [`latency`] summarize them.
+//! [`shard`] runs the host's threads, each a current-thread runtime that keeps
+//! a job and its sessions' I/O together (`docs/design/threads.md`).
 //! [`scratch`] starts throwaway PostgreSQL clusters and [`testing`] finds the
 //! database tests run against.
 //!
