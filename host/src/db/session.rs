@@ -40,31 +40,19 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 /// `tokio::task::yield_now` would wait for the next poll of the I/O driver,
 /// which measured slower (fifth pass).
 async fn coalesced<F: Future>(connection: F) -> F::Output {
-    use std::task::Poll;
     let mut connection = std::pin::pin!(connection);
-    loop {
-        let mut yielded = false;
-        std::future::poll_fn(|cx| {
-            if std::mem::replace(&mut yielded, true) {
-                return Poll::Ready(());
-            }
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if !std::mem::replace(&mut yielded, true) {
+            // Back of the run queue, behind the jobs that are ready now.
             cx.waker().wake_by_ref();
-            Poll::Pending
-        })
-        .await;
-        // Polled until it is pending; the next wake-up goes round the loop.
-        let mut polled = false;
-        let output = std::future::poll_fn(|cx| {
-            if std::mem::replace(&mut polled, true) {
-                return Poll::Ready(None);
-            }
-            connection.as_mut().poll(cx).map(Some)
-        })
-        .await;
-        if let Some(output) = output {
-            return output;
+            return std::task::Poll::Pending;
         }
-    }
+        // Polled until pending; the next wake-up yields first again.
+        yielded = false;
+        connection.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// Called once with the session's id when its connection ends, however it
