@@ -218,6 +218,12 @@ impl JobSession {
         };
         // Releases the guest sent before it ended are done before the job
         // reports (dropping this wait skips none: see `PendingUnlocks`).
+        // Their unlocks may still be queued: this wait is what they hold up.
+        if !unlocking.is_empty()
+            && let Some(ending) = &ending
+        {
+            ending.session.write_now();
+        }
         unlocking.finish().await;
         let Some(ending) = ending else {
             return ReleaseOutcome::NoSession;
@@ -255,6 +261,11 @@ impl PendingUnlocks {
         self.0.push(unlock);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         self.0.retain_mut(|unlock| unlock.as_mut().poll(&mut cx).is_pending());
+    }
+
+    /// Whether no answer is left to read.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Waits for every answer.

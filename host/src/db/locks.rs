@@ -408,8 +408,7 @@ async fn try_on_shared(
     if mode == LockMode::Exclusive {
         let orphaned = Orphaned { claim, session: shared, armed: true };
         let result = shared
-            .client
-            .query_one(shared.stmts.try_lock(mode, fencing), &[&key])
+            .awaited(shared.client.query_one(shared.stmts.try_lock(mode, fencing), &[&key]))
             .await
             .and_then(|row| row.try_get::<_, Option<i64>>(0));
         orphaned.disarm();
@@ -427,8 +426,7 @@ async fn try_on_shared(
     let session = shared.clone();
     tokio::spawn(async move {
         let result = session
-            .client
-            .query_one(session.stmts.try_lock(mode, fencing), &[&key])
+            .awaited(session.client.query_one(session.stmts.try_lock(mode, fencing), &[&key]))
             .await
             .and_then(|row| row.try_get::<_, Option<i64>>(0));
         if let Ok(Some(_)) = &result {
@@ -507,7 +505,10 @@ fn release_on_shared(
     let db = db.clone();
     Box::pin(async move {
         let (key, mode) = pair;
-        let unlocking = unlock(&shared, key, mode);
+        // Nobody waits for it yet: it goes out with the session's next
+        // write, at the latest when the job's end waits for it (see
+        // `JobSession::release_all`).
+        let unlocking = async { shared.queue_one(shared.stmts.unlock(mode), &[&key]).await?.try_get::<_, bool>(0) };
         tokio::pin!(unlocking);
         // The first poll puts the unlock on the session's connection, so
         // whatever is sent there afterwards runs after it: the local waiters

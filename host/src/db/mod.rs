@@ -8,6 +8,7 @@
 mod activity;
 mod connect;
 mod database;
+mod driver;
 mod error;
 mod job_session;
 mod keys;

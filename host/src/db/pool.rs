@@ -78,6 +78,7 @@ impl Tenancy {
     /// Counts one more tenant of `session`.
     pub(crate) fn new(session: Arc<SharedSession>) -> Self {
         session.tenants.fetch_add(1, Ordering::Relaxed);
+        session.session.count_sharer(true);
         Self(session)
     }
 }
@@ -85,6 +86,7 @@ impl Tenancy {
 impl Drop for Tenancy {
     fn drop(&mut self) {
         self.0.tenants.fetch_sub(1, Ordering::Relaxed);
+        self.0.session.count_sharer(false);
     }
 }
 

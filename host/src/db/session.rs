@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{CancelToken, Client, NoTls, Row, Statement};
 
+use super::driver::{self, Driver};
 use super::error::{code_of, sqlstate};
 use super::table::SessionId;
 use super::{DbConfig, DbError, Fencing, LockMode, liveness, sql};
@@ -26,34 +27,6 @@ use super::{DbConfig, DbError, Fencing, LockMode, liveness, sql};
 /// Numbers sessions within the process (the lock table records where each
 /// lock is held).
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
-
-/// Drives a session's connection future, polling it one scheduler turn
-/// after each wake-up rather than at once. A job that sends a statement
-/// wakes the connection task, and tokio runs a task woken that way next,
-/// before the other ready tasks: alone, each statement of the jobs sharing
-/// the session would go out in a `send` of its own (on loopback, a send also
-/// delivers the packet and wakes the backend, on this process's CPU).
-/// Yielding once lets the other ready jobs queue their statements first; the
-/// connection then writes them all in one `send`, and the server answers
-/// them together (BENCHMARKS.md, "Issue 8, fourth pass": less server CPU per
-/// job). The yield wakes the task at once, to the back of the run queue:
-/// `tokio::task::yield_now` would wait for the next poll of the I/O driver,
-/// which measured slower (fifth pass).
-async fn coalesced<F: Future>(connection: F) -> F::Output {
-    let mut connection = std::pin::pin!(connection);
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if !std::mem::replace(&mut yielded, true) {
-            // Back of the run queue, behind the jobs that are ready now.
-            cx.waker().wake_by_ref();
-            return std::task::Poll::Pending;
-        }
-        // Polled until pending; the next wake-up yields first again.
-        yielded = false;
-        connection.as_mut().poll(cx)
-    })
-    .await
-}
 
 /// Called once with the session's id when its connection ends, however it
 /// ends (the server freed every lock it held).
@@ -161,6 +134,8 @@ pub struct Session {
     /// The shard whose runtime drives its connection (see [`crate::shard`]).
     shard: usize,
     connection: tokio::task::AbortHandle,
+    /// Polls its connection (see [`super::driver`]).
+    driver: Arc<Driver>,
 }
 
 impl Session {
@@ -172,21 +147,12 @@ impl Session {
         let lost = Arc::new(AtomicBool::new(false));
         let lost_flag = lost.clone();
         // Runs `on_end` however the task ends, aborted included.
-        let ended = OnDrop(Some(move || {
+        let (driver, connection) = Driver::spawn(connection, move || {
             lost_flag.store(true, Ordering::Release);
             if let Some(on_end) = on_end {
                 on_end(id);
             }
-        }));
-        let connection = tokio::spawn(async move {
-            let _ended = ended;
-            // Ends when the server closes the socket (backend terminated,
-            // network gone) or when the client is dropped.
-            if let Err(err) = coalesced(connection).await {
-                tracing::debug!(error = %super::error::describe(&err), "session connection ended");
-            }
-        })
-        .abort_handle();
+        });
         // Sent together: one round trip's worth of waiting.
         let (names, values): (Vec<&str>, Vec<&str>) = liveness::SERVER_SETTINGS.iter().copied().unzip();
         let (stmts, setup) = tokio::try_join!(Statements::prepare(&client), async {
@@ -211,6 +177,7 @@ impl Session {
             id,
             shard: crate::shard::current(),
             connection,
+            driver,
         })
     }
 
@@ -247,6 +214,16 @@ impl Session {
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, tokio_postgres::Error> {
+        self.absorbing(|| self.awaited(self.client.query_one(statement, params))).await
+    }
+
+    /// [`Self::query_one`] for a statement nobody waits for yet (an unlock
+    /// on a shared session): it goes out with the session's next write.
+    pub(crate) async fn queue_one(
+        &self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
         self.absorbing(|| self.client.query_one(statement, params)).await
     }
 
@@ -256,7 +233,7 @@ impl Session {
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, tokio_postgres::Error> {
-        self.absorbing(|| self.client.query_opt(statement, params)).await
+        self.absorbing(|| self.awaited(self.client.query_opt(statement, params))).await
     }
 
     /// Runs a prepared statement and returns the number of rows it touched.
@@ -265,7 +242,7 @@ impl Session {
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
-        self.absorbing(|| self.client.execute(statement, params)).await
+        self.absorbing(|| self.awaited(self.client.execute(statement, params))).await
     }
 
     /// Sends `call()`, and once more if a stale cancel hit it (safe for every
@@ -287,7 +264,7 @@ impl Session {
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, tokio_postgres::Error> {
-        self.tracked(self.client.query_one(statement, params)).await
+        self.tracked(self.awaited(self.client.query_one(statement, params))).await
     }
 
     /// Whether `err` is a cancel pinlock sent earlier; if so, counts it as
@@ -318,6 +295,24 @@ impl Session {
         self.connection.abort();
     }
 
+    /// Runs `call`, a statement queued through this session's client that
+    /// the caller waits for: written at once if few jobs share the session
+    /// (see [`super::driver`]).
+    pub(crate) async fn awaited<T>(&self, call: impl Future<Output = T>) -> T {
+        driver::awaited(&self.driver, call).await
+    }
+
+    /// Writes what is queued on the session now if few jobs share it (a
+    /// job's end, waiting for the answers to its unlocks).
+    pub(crate) fn write_now(&self) {
+        self.driver.write_now();
+    }
+
+    /// Counts one more (`true`) or one fewer job sharing the session.
+    pub(crate) fn count_sharer(&self, joined: bool) {
+        self.driver.count_sharer(joined);
+    }
+
     /// Marks the session busy while `call` is out. If the caller stops
     /// waiting (its future is dropped), the mark stays: see [`Self::interrupted`].
     async fn tracked<T>(&self, call: impl Future<Output = T>) -> T {
@@ -339,17 +334,6 @@ impl Session {
                 tracing::warn!(pid = self.pid, %err, "could not send a cancel request");
                 false
             }
-        }
-    }
-}
-
-/// Runs a closure when dropped.
-struct OnDrop<F: FnOnce()>(Option<F>);
-
-impl<F: FnOnce()> Drop for OnDrop<F> {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
         }
     }
 }
@@ -417,6 +401,82 @@ mod tests {
         assert_eq!(missing, vec!["pinlock_no_such_setting".to_owned()]);
         let lock_timeout: String = client.query_one("SHOW lock_timeout", &[]).await.expect("show").get(0);
         assert_eq!(lock_timeout, "0");
+    }
+
+    /// Whether the server shows `pid` waiting for an advisory lock within
+    /// `within`, asked from a thread of its own while the caller's thread
+    /// stays blocked (so a current-thread runtime's tasks cannot run).
+    fn seen_waiting(pid: i32, within: Duration) -> bool {
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                let (client, connection) = config().open().await.expect("observer");
+                tokio::spawn(connection);
+                let deadline = std::time::Instant::now() + within;
+                loop {
+                    let row = client
+                        .query_one(
+                            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1 AND NOT granted",
+                            &[&pid],
+                        )
+                        .await
+                        .expect("pg_locks");
+                    if row.get::<_, i64>(0) > 0 {
+                        return true;
+                    }
+                    if std::time::Instant::now() > deadline {
+                        return false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .join()
+        .expect("observer thread")
+    }
+
+    /// On a session few jobs share, a statement a job waits for is written
+    /// by the job's own poll: the server has it although the connection's
+    /// task never ran (the thread is blocked right after the first poll).
+    /// The twin: on a session more jobs share, the same statement waits for
+    /// the task's next turn (see `super::driver`); once the thread is free,
+    /// the task writes it.
+    #[test]
+    fn a_waited_statement_is_written_at_once_only_where_few_jobs_share() {
+        use futures_util::FutureExt;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let session = open_session().await;
+            let (holder, connection) = config().open().await.expect("holder");
+            tokio::spawn(connection);
+            let keys = [rand::random::<i64>() >> 1, rand::random::<i64>() >> 1];
+            for key in keys {
+                holder.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("hold");
+            }
+            let lock = &session.stmts.lock_exclusive_unfenced;
+            let pid = session.backend_pid();
+
+            // A job's own session (no sharers): written by the first poll.
+            let params: [&(dyn ToSql + Sync); 2] = [&keys[0], &keys[1]];
+            let mut first = std::pin::pin!(session.awaited(session.client.query_one(lock, &params[..1])));
+            assert!((&mut first).now_or_never().is_none(), "the key is held elsewhere");
+            assert!(seen_waiting(pid, Duration::from_secs(2)), "written before the task ran");
+            holder.execute("SELECT pg_advisory_unlock($1)", &[&keys[0]]).await.expect("unlock");
+            first.await.expect("granted");
+
+            // Shared by more than the eager bound: left for the task.
+            for _ in 0..=super::driver::EAGER_WRITE_SHARERS {
+                session.count_sharer(true);
+            }
+            let mut second = std::pin::pin!(session.awaited(session.client.query_one(lock, &params[1..])));
+            assert!((&mut second).now_or_never().is_none(), "the key is held elsewhere");
+            assert!(!seen_waiting(pid, Duration::from_millis(500)), "not written before the task ran");
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(seen_waiting(pid, Duration::from_secs(2)), "written by the task once it ran");
+            holder.execute("SELECT pg_advisory_unlock($1)", &[&keys[1]]).await.expect("unlock");
+            second.await.expect("granted");
+        });
     }
 
     #[tokio::test(flavor = "multi_thread")]
