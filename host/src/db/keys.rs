@@ -31,9 +31,15 @@ impl KeyCache {
     /// else inserted into it, through `session`. Reading first matters: the
     /// upsert writes (and flushes WAL at commit) even when the row exists.
     pub(crate) async fn key_for(&self, entity: Uuid, session: &Session) -> Result<i64, tokio_postgres::Error> {
-        if let Some(key) = self.cached(entity) {
-            return Ok(key);
+        match self.cached(entity) {
+            Some(key) => Ok(key),
+            // Boxed, as the rare path: it keeps each lock call's future small.
+            None => Box::pin(self.look_up(entity, session)).await,
         }
+    }
+
+    /// Reads or makes the mapping of an entity the cache does not know.
+    async fn look_up(&self, entity: Uuid, session: &Session) -> Result<i64, tokio_postgres::Error> {
         let key: i64 = match session.query_opt(&session.stmts.find_key, &[&entity]).await? {
             Some(row) => row.try_get(0)?,
             None => session.query_one(&session.stmts.upsert_key, &[&entity]).await?.try_get(0)?,

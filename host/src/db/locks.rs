@@ -139,7 +139,8 @@ impl JobSession {
         if state.counts.contains_key(&(key, mode)) {
             // Stacked on a grant the job holds: the server is not asked again.
             let fence = match fencing {
-                Fencing::Drawn => Some(next_fence(state).await?),
+                // Boxed, as the rarer path: it keeps each lock call's future small.
+                Fencing::Drawn => Some(Box::pin(next_fence(state)).await?),
                 Fencing::Off => None,
             };
             return Ok(Some(record_grant(state, entity, key, mode, fence, started)));
@@ -154,7 +155,8 @@ impl JobSession {
         }
         let fence = match state.shared_home().cloned() {
             Some(shared) => self.grant_from_shared(state, &shared, &mut claim, try_only, deadline).await?,
-            None => grant_from_dedicated(state, &self.db, key, mode, fencing, try_only, deadline).await?,
+            // Boxed, as the rarer path: it keeps this future small.
+            None => Box::pin(grant_from_dedicated(state, &self.db, key, mode, fencing, try_only, deadline)).await?,
         };
         drop(waiting);
         let Some(fence) = fence else { return Ok(None) };
@@ -227,7 +229,6 @@ impl JobSession {
         try_only: bool,
         deadline: tokio::time::Instant,
     ) -> Result<Option<u64>, LockError> {
-        let (key, mode) = (claim.key, claim.mode);
         let cap = self.db.settings.max_locks_per_session;
         if shared.locks() >= cap {
             return Err(LockError::LimitExceeded(format!(
@@ -241,6 +242,21 @@ impl JobSession {
         if try_only {
             return Ok(None);
         }
+        // Boxed, as the rarer path: it keeps each lock call's future small.
+        Box::pin(self.wait_from_shared(state, shared, claim, deadline)).await
+    }
+
+    /// [`Self::grant_from_shared`] once another host holds the key: a wait
+    /// on a dedicated session when the job holds nothing yet, else tries
+    /// from the home until the deadline.
+    async fn wait_from_shared(
+        &self,
+        state: &mut JobLocks,
+        shared: &Arc<SharedSession>,
+        claim: &mut Claim<'_>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<u64>, LockError> {
+        let (key, mode, fencing) = (claim.key, claim.mode, self.fencing());
         if state.counts.is_empty() {
             state.move_to_dedicated(&self.db, Checkout::Until(deadline)).await?;
             return grant_from_dedicated(state, &self.db, key, mode, fencing, false, deadline).await;
@@ -293,7 +309,9 @@ impl JobSession {
             return Ok(());
         }
         let session = state.pinned()?;
-        match unlock(session, held.key, held.mode).await {
+        // Boxed, as the rarer path (most jobs share their session): it keeps
+        // each release call's future small.
+        match Box::pin(unlock(session, held.key, held.mode)).await {
             // `false` only after a stale cancel hit the first attempt after
             // it had unlocked: released either way.
             Ok(_) => {

@@ -246,7 +246,11 @@ impl SessionPool {
 
     /// Opens a session, bounded by the deadline.
     async fn open(&self, wait: Checkout) -> Result<Session, CheckoutError> {
-        let opening = Session::open(&self.config, self.on_end.clone());
+        // Boxed: opening is rare, and its future (connecting, preparing
+        // every statement) would otherwise make each lock call's future
+        // tens of KiB, copied whole at every move (see BENCHMARKS.md,
+        // "Issue 8, sixth pass").
+        let opening = Box::pin(Session::open(&self.config, self.on_end.clone()));
         let session = match wait {
             Checkout::Now => opening.await,
             Checkout::Until(deadline) => {

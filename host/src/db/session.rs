@@ -252,7 +252,9 @@ impl Session {
         F: Future<Output = Result<T, tokio_postgres::Error>>,
     {
         match self.tracked(call()).await {
-            Err(e) if self.absorb_stale_cancel(&e) => self.tracked(call()).await,
+            // Boxed, as the rare path: a statement's future is KiBs, and
+            // every caller's future holds the largest it may await.
+            Err(e) if self.absorb_stale_cancel(&e) => Box::pin(self.tracked(call())).await,
             result => result,
         }
     }
