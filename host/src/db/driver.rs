@@ -126,7 +126,7 @@ impl Driver {
     }
 
     /// Drops the connection, which closes the socket.
-    fn close(&self) {
+    pub(crate) fn close(&self) {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).connection = None;
     }
 }

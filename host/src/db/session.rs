@@ -294,6 +294,9 @@ impl Session {
     /// Stops the connection task (the socket closes at once, even with a
     /// statement pending).
     pub(crate) fn abort_connection(&self) {
+        // Closed here rather than when the task next runs: no job's write
+        // can reach the server in between.
+        self.driver.close();
         self.connection.abort();
     }
 
