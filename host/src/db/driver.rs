@@ -6,7 +6,7 @@
 //!   ([`coalesced`]), so that the statements the thread's ready jobs queue
 //!   in that turn go out in one `send`;
 //! - on a session that **few jobs** share (a job's own session, or a shared
-//!   one with at most [`EAGER_WRITE_SHARERS`] tenants), a job that waits for
+//!   one with at most [`EAGER_WRITE_TENANTS`] tenants), a job that waits for
 //!   an answer polls it itself, right after queueing the statement
 //!   ([`Driver::write_now`]), so the server starts on it at once.
 //!
@@ -35,15 +35,16 @@ use tokio_postgres::{Connection, Socket};
 /// session, writing at once took throughput from 0.31 to 0.56–0.59 × the
 /// floor; at 8 and more it cost 17–24 %, because the thread is busy anyway
 /// and each extra `send` wakes the backend on this process's CPU.
-pub(crate) const EAGER_WRITE_SHARERS: usize = 4;
+pub(crate) const EAGER_WRITE_TENANTS: usize = 4;
 
 type Driven = Pin<Box<Connection<Socket, NoTlsStream>>>;
 
 /// A session's connection future, shared by its task and its jobs.
 pub(crate) struct Driver {
     state: Mutex<State>,
-    /// Jobs sharing the session (0 for a job's own session).
-    sharers: AtomicUsize,
+    /// Jobs whose home the session is (0 for a job's own session): the
+    /// pool packs jobs by it, and it decides whether jobs write at once.
+    tenants: AtomicUsize,
 }
 
 struct State {
@@ -65,7 +66,7 @@ impl Driver {
         on_end: impl FnOnce() + Send + 'static,
     ) -> (Arc<Driver>, tokio::task::AbortHandle) {
         let state = State { connection: Some(Box::pin(connection)), task: None, ended: None };
-        let driver = Arc::new(Driver { state: Mutex::new(state), sharers: AtomicUsize::new(0) });
+        let driver = Arc::new(Driver { state: Mutex::new(state), tenants: AtomicUsize::new(0) });
         let polled = driver.clone();
         let task = tokio::spawn(async move {
             let _ended = OnDrop(Some(|| {
@@ -84,7 +85,7 @@ impl Driver {
     /// Writes what is queued now, if few jobs share the session (see the
     /// module docs): a job calls it when it starts waiting for an answer.
     pub(crate) fn write_now(&self) {
-        if self.sharers.load(Ordering::Relaxed) > EAGER_WRITE_SHARERS {
+        if self.tenants() > EAGER_WRITE_TENANTS {
             return;
         }
         let Ok(mut state) = self.state.try_lock() else { return };
@@ -97,13 +98,35 @@ impl Driver {
         }
     }
 
-    /// Counts one more (`true`) or one fewer job sharing the session.
-    pub(crate) fn count_sharer(&self, joined: bool) {
-        if joined {
-            self.sharers.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.sharers.fetch_sub(1, Ordering::Relaxed);
-        }
+    /// Runs `call`, a statement queued through this session's client that
+    /// the caller waits for: once its first poll queued it, writes it at
+    /// once if few jobs share the session.
+    pub(crate) async fn awaited<T>(&self, call: impl Future<Output = T>) -> T {
+        let mut call = std::pin::pin!(call);
+        let mut queued = false;
+        std::future::poll_fn(|cx| {
+            let polled = call.as_mut().poll(cx);
+            if polled.is_pending() && !std::mem::replace(&mut queued, true) {
+                self.write_now();
+            }
+            polled
+        })
+        .await
+    }
+
+    /// Jobs whose home the session is now.
+    pub(crate) fn tenants(&self) -> usize {
+        self.tenants.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more job whose home the session is.
+    pub(crate) fn add_tenant(&self) {
+        self.tenants.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one fewer.
+    pub(crate) fn remove_tenant(&self) {
+        self.tenants.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The task's poll.
@@ -155,22 +178,6 @@ async fn coalesced<F: Future>(connection: F) -> F::Output {
         // Polled until pending; the next wake-up yields first again.
         yielded = false;
         connection.as_mut().poll(cx)
-    })
-    .await
-}
-
-/// Runs `call`, a statement queued through the client of the session whose
-/// driver is `driver`, which the caller waits for: once its first poll
-/// queued it, writes it at once if few jobs share the session.
-pub(crate) async fn awaited<T>(driver: &Driver, call: impl Future<Output = T>) -> T {
-    let mut call = std::pin::pin!(call);
-    let mut queued = false;
-    std::future::poll_fn(|cx| {
-        let polled = call.as_mut().poll(cx);
-        if polled.is_pending() && !std::mem::replace(&mut queued, true) {
-            driver.write_now();
-        }
-        polled
     })
     .await
 }

@@ -59,14 +59,12 @@ pub(crate) struct SessionPool {
 }
 
 /// A session many jobs' locks live on. It only ever runs statements that do
-/// not wait for another session. Jobs hold it by `Arc`: its tenants are the
-/// `Arc`s other than the pool's.
+/// not wait for another session. Jobs hold it through a [`Tenancy`], which
+/// counts them (`Session::tenants`).
 pub(crate) struct SharedSession {
     session: Session,
     /// Server locks held on it now, all jobs together.
     locks: AtomicUsize,
-    /// Jobs whose home it is now (see [`Tenancy`]).
-    tenants: AtomicUsize,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -77,16 +75,14 @@ pub(crate) struct Tenancy(Arc<SharedSession>);
 impl Tenancy {
     /// Counts one more tenant of `session`.
     pub(crate) fn new(session: Arc<SharedSession>) -> Self {
-        session.tenants.fetch_add(1, Ordering::Relaxed);
-        session.session.count_sharer(true);
+        session.session.add_tenant();
         Self(session)
     }
 }
 
 impl Drop for Tenancy {
     fn drop(&mut self) {
-        self.0.tenants.fetch_sub(1, Ordering::Relaxed);
-        self.0.session.count_sharer(false);
+        self.0.session.remove_tenant();
     }
 }
 
@@ -118,11 +114,6 @@ impl SharedSession {
     /// Server locks held on it now.
     pub(crate) fn locks(&self) -> usize {
         self.locks.load(Ordering::Relaxed)
-    }
-
-    /// Jobs whose home it is now.
-    fn tenants(&self) -> usize {
-        self.tenants.load(Ordering::Relaxed)
     }
 }
 
@@ -195,12 +186,7 @@ impl SessionPool {
             (Err(_), None) => self.permit(wait).await?,
         };
         let session = self.reuse_or_open(wait).await?;
-        let session = Arc::new(SharedSession {
-            session,
-            locks: AtomicUsize::new(0),
-            tenants: AtomicUsize::new(0),
-            _permit: permit,
-        });
+        let session = Arc::new(SharedSession { session, locks: AtomicUsize::new(0), _permit: permit });
         shared.push(session.clone());
         Ok(Tenancy::new(session))
     }

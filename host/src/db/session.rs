@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{CancelToken, Client, NoTls, Row, Statement};
 
-use super::driver::{self, Driver};
+use super::driver::Driver;
 use super::error::{code_of, sqlstate};
 use super::table::SessionId;
 use super::{DbConfig, DbError, Fencing, LockMode, liveness, sql};
@@ -304,7 +304,7 @@ impl Session {
     /// the caller waits for: written at once if few jobs share the session
     /// (see [`super::driver`]).
     pub(crate) async fn awaited<T>(&self, call: impl Future<Output = T>) -> T {
-        driver::awaited(&self.driver, call).await
+        self.driver.awaited(call).await
     }
 
     /// Writes what is queued on the session now if few jobs share it (a
@@ -313,9 +313,20 @@ impl Session {
         self.driver.write_now();
     }
 
-    /// Counts one more (`true`) or one fewer job sharing the session.
-    pub(crate) fn count_sharer(&self, joined: bool) {
-        self.driver.count_sharer(joined);
+    /// Jobs whose home it is now (0 for a job's own session; see
+    /// `super::pool::Tenancy`).
+    pub(crate) fn tenants(&self) -> usize {
+        self.driver.tenants()
+    }
+
+    /// Counts one more job whose home it is.
+    pub(crate) fn add_tenant(&self) {
+        self.driver.add_tenant();
+    }
+
+    /// Counts one fewer.
+    pub(crate) fn remove_tenant(&self) {
+        self.driver.remove_tenant();
     }
 
     /// Marks the session busy while `call` is out. If the caller stops
@@ -461,7 +472,7 @@ mod tests {
             let lock = &session.stmts.lock_exclusive_unfenced;
             let pid = session.backend_pid();
 
-            // A job's own session (no sharers): written by the first poll.
+            // A job's own session (no tenants): written by the first poll.
             let params: [&(dyn ToSql + Sync); 2] = [&keys[0], &keys[1]];
             let mut first = std::pin::pin!(session.awaited(session.client.query_one(lock, &params[..1])));
             assert!((&mut first).now_or_never().is_none(), "the key is held elsewhere");
@@ -470,8 +481,8 @@ mod tests {
             first.await.expect("granted");
 
             // Shared by more than the eager bound: left for the task.
-            for _ in 0..=super::driver::EAGER_WRITE_SHARERS {
-                session.count_sharer(true);
+            for _ in 0..=crate::db::driver::EAGER_WRITE_TENANTS {
+                session.add_tenant();
             }
             let mut second = std::pin::pin!(session.awaited(session.client.query_one(lock, &params[1..])));
             assert!((&mut second).now_or_never().is_none(), "the key is held elsewhere");
