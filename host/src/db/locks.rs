@@ -523,10 +523,7 @@ fn release_on_shared(
     let db = db.clone();
     Box::pin(async move {
         let (key, mode) = pair;
-        // Nobody waits for it yet: it goes out with the session's next
-        // write, at the latest when the job's end waits for it (see
-        // `JobSession::release_all`).
-        let unlocking = async { shared.queue_one(shared.stmts.unlock(mode), &[&key]).await?.try_get::<_, bool>(0) };
+        let unlocking = unlock_queued(&shared, key, mode);
         tokio::pin!(unlocking);
         // The first poll puts the unlock on the session's connection, so
         // whatever is sent there afterwards runs after it: the local waiters
@@ -727,6 +724,13 @@ async fn unlock_late_grant(state: &mut JobLocks, db: &Database, key: i64, mode: 
 /// `pg_advisory_unlock*` of one lock on `session`.
 pub(crate) async fn unlock(session: &Session, key: i64, mode: LockMode) -> Result<bool, tokio_postgres::Error> {
     session.query_one(session.stmts.unlock(mode), &[&key]).await?.try_get(0)
+}
+
+/// [`unlock`] that nobody waits for yet (a release on a shared session): it
+/// goes out with the session's next write, at the latest when the job's end
+/// waits for it (see `JobSession::release_all`).
+async fn unlock_queued(session: &Session, key: i64, mode: LockMode) -> Result<bool, tokio_postgres::Error> {
+    session.queue_one(session.stmts.unlock(mode), &[&key]).await?.try_get(0)
 }
 
 fn is_cancel(err: &tokio_postgres::Error) -> bool {
