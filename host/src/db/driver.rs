@@ -165,7 +165,11 @@ impl Driver {
 /// the server answers them together (BENCHMARKS.md, "Issue 8, fourth pass":
 /// less server CPU per job). The yield wakes the task at once, to the back
 /// of the run queue: `tokio::task::yield_now` would wait for the next poll
-/// of the I/O driver, which measured slower (fifth pass).
+/// of the I/O driver, which measured slower (fifth pass). On the
+/// current-thread runtimes pinlock's commands use, a woken task goes to the
+/// back of the run queue anyway, and the yield measured neither faster nor
+/// slower (sixth pass): it matters for a program that runs the library on a
+/// multi-thread runtime.
 async fn coalesced<F: Future>(connection: F) -> F::Output {
     let mut connection = std::pin::pin!(connection);
     let mut yielded = false;
