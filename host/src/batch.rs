@@ -1,7 +1,9 @@
 //! Runs many jobs of one worker, a bounded number at a time, on the shared
 //! [`Scheduler`] (one task per concurrent job, a lane that runs its jobs one
 //! after another, so guests run on every core), and hands each outcome to
-//! the caller as it finishes.
+//! the caller as it finishes. A lane starts its next guest while the last
+//! job's release finishes (the answers to the unlocks it sent), and reports
+//! that job once its locks are released.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::Database;
 use crate::jobs::{JobSpec, Scheduler};
-use crate::runtime::{JobOutcome, Runtime, Worker};
+use crate::runtime::{EndedJob, JobOutcome, Runtime, Worker};
 
 /// What to run.
 pub struct Batch {
@@ -47,7 +49,15 @@ impl Batch {
                 let (worker, input, cancel) = (self.worker.clone(), self.input.clone(), self.cancel.clone());
                 let worker_name = worker_name.clone();
                 crate::shard::spawn(async move {
+                    // The last job's release, finished while the next guest
+                    // runs (see `Runtime::run_guest`).
+                    let mut ended: Option<EndedJob> = None;
                     loop {
+                        // Locks the last guest never released are unlocked
+                        // first, so that the next job never finds them taken.
+                        if ended.as_ref().is_some_and(EndedJob::holds_locks) {
+                            finish(ended.take(), &done_tx).await;
+                        }
                         let index = next.fetch_add(1, Ordering::Relaxed);
                         if index >= self.jobs || cancel.is_cancelled() {
                             break;
@@ -63,10 +73,12 @@ impl Batch {
                             input: input(index),
                             max_locks: None,
                         };
-                        let (outcome, slot) = scheduler.run(slot, spec).await;
-                        let _ = done_tx.send(outcome);
-                        drop(slot);
+                        // The next guest is polled first: its first statement
+                        // carries the last job's queued unlocks along.
+                        let report = finish(ended.take(), &done_tx);
+                        ended = Some(futures_util::future::join(scheduler.run(slot, spec), report).await.0);
                     }
+                    finish(ended, &done_tx).await;
                 })
             })
             .collect();
@@ -85,5 +97,12 @@ impl Batch {
             let _ = lane.await;
         }
         canceller.abort();
+    }
+}
+
+/// Finishes `ended`, if any, and hands its outcome over.
+async fn finish(ended: Option<EndedJob>, done: &mpsc::UnboundedSender<JobOutcome>) {
+    if let Some(ended) = ended {
+        let _ = done.send(ended.finish().await);
     }
 }

@@ -3,8 +3,10 @@
 //! time, lock engine job, cancel token), and each job either on a tokio task
 //! of its own ([`Scheduler::start`]: whoever waits for it, an HTTP request,
 //! may go away without skipping its clean-up) or in a batch lane's task
-//! ([`Scheduler::run`]). Any running job can be cancelled by its id; a
-//! cancelled job still releases its locks before it reports.
+//! ([`Scheduler::run`], which hands the slot back when the guest ends, so
+//! the lane's next guest runs while the last job's release finishes). Any
+//! running job can be cancelled by its id; a cancelled job still releases
+//! its locks before it reports.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Database;
-use crate::runtime::{JobOutcome, Runtime, Worker};
+use crate::runtime::{EndedJob, JobOutcome, Runtime, Worker};
 
 /// Identifies a job to the scheduler: the queue's id in `serve`, the job's
 /// number in `run`.
@@ -60,8 +62,9 @@ struct Entry {
 /// Numbers runs, so that a run only ever removes its own registry entry.
 static NEXT_RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// The right to run one job; the job holds it (it is only ever dropped)
-/// until it has reported.
+/// The right to run one job; a job started with [`Scheduler::start`] holds
+/// it (it is only ever dropped) until it has reported, one run with
+/// [`Scheduler::run`] until its guest has ended.
 pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
 
 /// Bounded slots and the jobs in them.
@@ -114,9 +117,9 @@ impl Scheduler {
     /// outcome once the job's locks are released. The job is in the
     /// registry (and cancellable) from now until just before `report`.
     pub fn start(&self, slot: Slot, spec: JobSpec, report: impl FnOnce(JobOutcome) + Send + 'static) {
-        let job = self.job(slot, spec);
+        let job = self.job(spec);
         crate::shard::spawn(async move {
-            let (outcome, slot) = job.await;
+            let outcome = job.await.finish().await;
             // Reported before the slot is free: once every slot is free (see
             // `idle`), every outcome has been handed over.
             report(outcome);
@@ -124,17 +127,20 @@ impl Scheduler {
         });
     }
 
-    /// Runs `spec` in `slot` in the caller's task, for a caller that runs
-    /// jobs one after another (a batch's lanes): no task per job. The job is
-    /// in the registry (and cancellable) until it returns; dropped midway,
-    /// it still releases its locks (see [`Runtime::run_job`]). The slot comes
-    /// back with the outcome: drop it once the outcome is handed over.
-    pub async fn run(&self, slot: Slot, spec: JobSpec) -> (JobOutcome, Slot) {
-        self.job(slot, spec).await
+    /// Runs the guest of `spec` in `slot` in the caller's task, for a caller
+    /// that runs jobs one after another (a batch's lanes): no task per job.
+    /// The job is in the registry (and cancellable) until its guest has
+    /// ended; then the slot is free, and the caller finishes the job
+    /// ([`EndedJob::finish`], its report) while it runs the next one (see
+    /// [`Runtime::run_guest`]). Dropped midway, it still releases its locks.
+    pub async fn run(&self, slot: Slot, spec: JobSpec) -> EndedJob {
+        let ended = self.job(spec).await;
+        drop(slot);
+        ended
     }
 
-    /// The job as a future that owns all it needs, registered now.
-    fn job(&self, slot: Slot, spec: JobSpec) -> impl Future<Output = (JobOutcome, Slot)> + Send + 'static {
+    /// The job's guest as a future that owns all it needs, registered now.
+    fn job(&self, spec: JobSpec) -> impl Future<Output = EndedJob> + Send + 'static {
         let cancel = self.all.child_token();
         let run = NEXT_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let job = self.db.job_session();
@@ -156,14 +162,14 @@ impl Scheduler {
         let span = tracing::info_span!("job", id = spec.id, worker = %spec.worker_name);
         let job = async move {
             let started = Instant::now();
-            let outcome = runtime.run_job(&spec.worker, job, &spec.input, &cancel).await;
-            tracing::debug!(took = ?started.elapsed(), result = ?outcome.result.as_ref().map(|_| ()), "job ended");
+            let ended = runtime.run_guest(&spec.worker, job, &spec.input, &cancel).await;
+            tracing::debug!(took = ?started.elapsed(), result = ?ended.result().as_ref().map(|_| ()), "job ended");
             if let Ok(mut running) = running.lock()
                 && running.get(&spec.id).is_some_and(|entry| entry.run == run)
             {
                 running.remove(&spec.id);
             }
-            (outcome, slot)
+            ended
         };
         tracing::Instrument::instrument(job, span)
     }
@@ -213,10 +219,11 @@ impl Scheduler {
         self.capacity - self.slots.available_permits()
     }
 
-    /// Waits until no job is running.
+    /// Waits until no job is running: every job [`Self::start`]ed has
+    /// reported, every guest [`Self::run`] has ended.
     pub async fn idle(&self) {
         let all = u32::try_from(self.capacity).unwrap_or(u32::MAX);
-        // Taking every slot means every job has reported; give them back at once.
+        // Taking every slot means every such job is done; give them back at once.
         let _all = self.slots.acquire_many(all).await;
     }
 }

@@ -5,11 +5,13 @@
 
 mod common;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::*;
-use pinlock::db::{Database, DbConfig, DbSettings};
-use pinlock::runtime::{JobError, WorkerError};
+use pinlock::batch::Batch;
+use pinlock::db::{Database, DbConfig, DbSettings, ReleaseOutcome};
+use pinlock::runtime::{JobError, JobOutcome, Runtime, RuntimeSettings, WorkerError};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -476,4 +478,155 @@ async fn a_job_never_sees_an_earlier_jobs_memory() {
         assert_eq!(results[0], json!({"static_before": 0, "nonzero": 0}), "job {job} starts from clean memory");
         assert_eq!(results[1]["static_before"], 0xDEAD_BEEF_u64, "control: job {job} sees its own mark");
     }
+}
+
+/// A batch of the scripted worker, `concurrency` lanes, job `i` running
+/// `steps(i)`; returns the outcomes in the order they were reported, and
+/// when each job's input was taken (the job's start) and reported.
+async fn run_batch(
+    db: &Arc<Database>,
+    concurrency: usize,
+    jobs: u64,
+    steps: impl Fn(u64) -> Value + Send + Sync + 'static,
+) -> (Vec<JobOutcome>, Vec<Instant>, Vec<Instant>) {
+    let runtime = Arc::new(
+        Runtime::new(RuntimeSettings { max_concurrent_jobs: 8, memory_limit: MEMORY_LIMIT, time_limit: TIME_LIMIT })
+            .expect("runtime"),
+    );
+    let worker = Arc::new(runtime.load_file(guest_path("pinlock_test_scripted.wasm").as_ref()).expect("loads"));
+    let started = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let taken = started.clone();
+    let batch = Batch {
+        runtime,
+        worker,
+        db: db.clone(),
+        jobs,
+        concurrency,
+        input: Arc::new(move |i| {
+            taken.lock().expect("not poisoned").push(Instant::now());
+            serde_json::to_vec(&json!({ "steps": steps(i) })).expect("json")
+        }),
+        cancel: CancellationToken::new(),
+    };
+    let (mut outcomes, mut reported) = (Vec::new(), Vec::new());
+    batch
+        .run(|outcome| {
+            reported.push(Instant::now());
+            outcomes.push(outcome);
+        })
+        .await;
+    let started = started.lock().expect("not poisoned").clone();
+    (outcomes, started, reported)
+}
+
+/// A batch lane starts its next guest before the last job's release has
+/// finished (the answer to the unlock its guest sent), so that unlock leaves
+/// with the next job's first statement; each job is still reported only
+/// once its lock is released. One lane, so jobs start and report in order:
+/// job `i + 1` starts before job `i`'s release ends (its start plus its
+/// duration, which runs to the release's end). Every reported job's key is
+/// free in `pg_locks` when it is reported (the keys are distinct, so a
+/// later look can only see less), and a job's lock is seen there while it
+/// sleeps (so the look could fail). The control runs the same jobs one
+/// after another with `run_job`: no job starts before the last one's
+/// release ended, so the overlap check tells the two apart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_lane_runs_its_next_guest_while_the_last_job_releases_and_reports_after_the_release() {
+    const JOBS: u64 = 12;
+    let db = database().await;
+    let observer = observer().await;
+    let entities: Vec<Uuid> = (0..JOBS).map(|_| Uuid::new_v4()).collect();
+    let mut keys = Vec::new();
+    for &entity in &entities {
+        keys.push(key_of(&observer, entity).await);
+    }
+    let script = {
+        let entities = entities.clone();
+        move |i: u64| {
+            let nap = if i == 0 { 300 } else { 0 };
+            json!([{"op": "acquire", "entity": entities[i as usize]}, {"op": "sleep", "ms": nap}, {"op": "drop", "slot": 0}])
+        }
+    };
+    let (batch_db, held_key) = (db.clone(), keys[0]);
+    let batch = tokio::spawn({
+        let script = script.clone();
+        async move { run_batch(&batch_db, 1, JOBS, script).await }
+    });
+    let during = wait_for_locks(&observer, held_key, |rows| rows.iter().any(|r| r.granted)).await;
+    assert!(during.iter().any(|r| r.granted), "the first job's lock is seen while it sleeps");
+    let (outcomes, started, reported) = batch.await.expect("batch task");
+    assert_eq!(outcomes.len(), JOBS as usize);
+    for (outcome, &key) in outcomes.iter().zip(&keys) {
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+        assert_eq!(outcome.release, ReleaseOutcome::NothingHeld, "the guest released its lock itself");
+        assert_eq!(locks_on(&observer, key).await, vec![], "reported before its lock was released");
+    }
+    let overlapped = |started: &[Instant], durations: &[Duration]| {
+        (1..started.len()).filter(|&i| started[i] < started[i - 1] + durations[i - 1]).count()
+    };
+    let durations: Vec<Duration> = outcomes.iter().map(|o| o.duration).collect();
+    assert!(reported.windows(2).all(|w| w[0] <= w[1]));
+    // Every job could overlap; a thread preempted between taking a job's
+    // input and starting it could hide one, so half is the bar.
+    let batch_overlaps = overlapped(&started, &durations);
+    assert!(batch_overlaps >= (JOBS as usize - 1) / 2, "only {batch_overlaps} of {} jobs overlapped", JOBS - 1);
+
+    // The control: one after another.
+    let (mut started, mut durations) = (Vec::new(), Vec::new());
+    for i in 0..JOBS {
+        started.push(Instant::now());
+        let outcome = run_script(&db, script(i)).await;
+        durations.push(outcome.duration);
+    }
+    assert_eq!(overlapped(&started, &durations), 0, "run_job reports before the next job starts");
+}
+
+/// A job that ends holding a lock (its guest trapped, so no drop hook
+/// released it) is finished before its lane's next job starts: that job's
+/// try on the same entity finds it free. The branch ran: the first job's
+/// release unlocked one lock. The control: while a holder sleeps on the
+/// entity, the same try finds it taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lane_releases_what_a_trapped_job_held_before_its_next_job_starts() {
+    let Setup { db, observer, entity, key } = setup().await;
+    let script = move |i: u64| match i {
+        0 => json!([{"op": "acquire", "entity": entity}, {"op": "panic"}]),
+        _ => json!([{"op": "try", "entity": entity}]),
+    };
+    let (outcomes, _, _) = run_batch(&db, 1, 2, script).await;
+    assert!(matches!(outcomes[0].result, Err(JobError::Trap(_))), "{:?}", outcomes[0].result);
+    assert_eq!(outcomes[0].release, ReleaseOutcome::Released { count: 1 }, "the trapped job held its lock");
+    assert!(results(&outcomes[1])[0]["ok"].is_object(), "the next job's try: {:?}", results(&outcomes[1]));
+
+    let holder = spawn_script(&db, json!([{"op": "acquire", "entity": entity}, {"op": "sleep", "ms": 300}]));
+    wait_for_locks(&observer, key, |rows| rows.iter().any(|r| r.granted)).await;
+    let taken = run_script(&db, json!([{"op": "try", "entity": entity}])).await;
+    assert_eq!(results(&taken)[0], json!({"none": true}), "taken while the holder sleeps");
+    holder.await.expect("holder");
+}
+
+/// A short job that touches no database runs to its end in one poll: its
+/// guest does not yield at its first epoch check (a store's epoch deadline
+/// starts at 0, already passed, unless the host sets it; a guest that
+/// yielded there gave its thread away once per job). The epoch ticks every
+/// 10 ms and may still fall inside a job, so one of five tries is enough;
+/// with the deadline unset none would be. The control: a guest that sleeps
+/// never ends in one poll, so a pending poll is seen.
+#[test]
+fn a_short_job_does_not_yield_at_its_first_epoch_check() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let db = rt.block_on(database());
+    let one_poll = |steps: Value| {
+        let input = serde_json::to_vec(&json!({ "steps": steps })).expect("json");
+        let _entered = rt.enter();
+        (0..5)
+            .filter(|_| {
+                let cancel = CancellationToken::new();
+                let job = runtime().run_job(scripted(), db.job_session(), &input, &cancel);
+                futures_util::FutureExt::now_or_never(job).is_some()
+            })
+            .count()
+    };
+    assert!(one_poll(json!([{"op": "echo"}])) >= 1, "an echo job ends in one poll");
+    assert_eq!(one_poll(json!([{"op": "sleep", "ms": 5}])), 0, "a sleeping job cannot");
 }

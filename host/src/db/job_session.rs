@@ -208,24 +208,67 @@ impl JobSession {
     }
 
     /// Releases everything the job holds and gives the session back or closes
-    /// it. Runs at every job end; afterwards `pg_locks` shows none of the
-    /// job's locks. The work runs on its own task: if this future is dropped
-    /// midway, the clean-up still finishes.
+    /// it: [`Self::end`], then [`PendingRelease::finish`]. Runs at every job
+    /// end; afterwards `pg_locks` shows none of the job's locks. If this
+    /// future is dropped midway, the clean-up still finishes on a task of its
+    /// own.
     pub async fn release_all(&self) -> ReleaseOutcome {
-        let (ending, mut unlocking) = {
+        self.end().await.finish().await
+    }
+
+    /// Ends the job's use of the database, once its guest is gone: no call
+    /// of the job reaches the database afterwards. What is left, waiting for
+    /// the unlocks the guest sent and unlocking what it still held, is the
+    /// returned release's. Meanwhile the job no longer counts among its
+    /// shared session's tenants, so the next job placed there writes its
+    /// statements as it would with this one gone (and they carry this job's
+    /// queued unlocks along).
+    pub async fn end(&self) -> PendingRelease {
+        let (mut ending, unlocking) = {
             let mut state = self.state.lock().await;
             (state.end(), std::mem::take(&mut state.unlocking))
         };
+        if let Some(Ending { session: Home::Shared(tenancy), .. }) = &mut ending {
+            tenancy.leave();
+        }
+        PendingRelease { db: self.db.clone(), ending, unlocking }
+    }
+}
+
+/// The release of an ended job's locks (see [`JobSession::end`]): the answers
+/// to the unlocks its guest sent, then the unlock of what it still held and
+/// the session's return (or close). Dropped before [`Self::finish`] ends
+/// (or never finished), the rest runs on a task of its own: no lock outlives
+/// its job for good.
+pub struct PendingRelease {
+    db: Arc<Database>,
+    ending: Option<Ending>,
+    unlocking: PendingUnlocks,
+}
+
+impl PendingRelease {
+    /// Whether the job ended holding locks its guest never released (it
+    /// trapped, ran out of time, was cancelled...), or with a session that
+    /// cannot go back as it is. [`Self::finish`] unlocks those; until then
+    /// they keep other local jobs out. Unlocks the guest sent already let
+    /// the next job in: it follows them on their session.
+    pub fn holds_locks(&self) -> bool {
+        self.ending.as_ref().is_some_and(|ending| !ending.is_clean())
+    }
+
+    /// Finishes the release; the job's outcome is reported after this.
+    pub async fn finish(mut self) -> ReleaseOutcome {
         // Releases the guest sent before it ended are done before the job
         // reports (dropping this wait skips none: see `PendingUnlocks`).
-        // Their unlocks may still be queued: this wait is what they hold up.
-        if !unlocking.is_empty()
-            && let Some(ending) = &ending
+        // Their unlocks may still be queued, unless a statement written
+        // since carried them along: this wait is what they hold up.
+        if !self.unlocking.is_empty()
+            && let Some(ending) = &self.ending
         {
             ending.session.write_now();
         }
-        unlocking.finish().await;
-        let Some(ending) = ending else {
+        self.unlocking.finish().await;
+        let Some(ending) = self.ending.take() else {
             return ReleaseOutcome::NoSession;
         };
         if ending.is_clean() {
@@ -238,6 +281,15 @@ impl JobSession {
         match tokio::spawn(settle(self.db.clone(), ending)).await {
             Ok(outcome) => outcome,
             Err(e) => ReleaseOutcome::Closed { reason: format!("the clean-up task failed: {e}") },
+        }
+    }
+}
+
+impl Drop for PendingRelease {
+    fn drop(&mut self) {
+        if let Some(ending) = self.ending.take() {
+            self.db.note_abandoned();
+            settle_elsewhere(&self.db, ending);
         }
     }
 }
@@ -307,16 +359,22 @@ impl Drop for JobSession {
         };
         self.db.note_abandoned();
         tracing::debug!(job = self.job_id, held = ending.held, "job dropped mid-flight; cleaning up its session");
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(settle(self.db.clone(), ending));
-            }
-            // No runtime left (the process is shutting down): closing the
-            // socket makes the server end the backend and free its locks.
-            Err(_) => {
-                ending.session.abort_connection();
-                self.db.table.leave_all(ending.job_id, &ending.pairs);
-            }
+        settle_elsewhere(&self.db, ending);
+    }
+}
+
+/// Settles `ending` on a task of its own, for a clean-up whose future was
+/// dropped.
+fn settle_elsewhere(db: &Arc<Database>, ending: Ending) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(settle(db.clone(), ending));
+        }
+        // No runtime left (the process is shutting down): closing the
+        // socket makes the server end the backend and free its locks.
+        Err(_) => {
+            ending.session.abort_connection();
+            db.table.leave_all(ending.job_id, &ending.pairs);
         }
     }
 }

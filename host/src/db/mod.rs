@@ -28,7 +28,7 @@ pub use connect::DbConfig;
 pub(crate) use connect::SharedClient;
 pub use database::{Database, DbSettings};
 pub use error::{DbError, KvError, LockError};
-pub use job_session::{JobSession, LockStats, ReleaseOutcome};
+pub use job_session::{JobSession, LockStats, PendingRelease, ReleaseOutcome};
 pub use kv::{KeyPage, LIST_PAGE, MAX_BATCH, MAX_BATCH_BYTES, validate_bucket};
 pub use locks::{Fencing, Grant, GrantId, LockMode};
 pub use migrate::schema_version;

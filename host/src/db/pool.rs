@@ -69,27 +69,40 @@ pub(crate) struct SharedSession {
 }
 
 /// A job's place on a shared session: the job is counted among the
-/// session's tenants (for [`SessionPool::place`]) until this is dropped.
-pub(crate) struct Tenancy(Arc<SharedSession>);
+/// session's tenants (for [`SessionPool::place`] and the driver's eager
+/// writes) until it leaves or this is dropped.
+pub(crate) struct Tenancy {
+    session: Arc<SharedSession>,
+    counted: bool,
+}
 
 impl Tenancy {
     /// Counts one more tenant of `session`.
     pub(crate) fn new(session: Arc<SharedSession>) -> Self {
         session.session.add_tenant();
-        Self(session)
+        Self { session, counted: true }
+    }
+
+    /// Stops counting the job among the tenants but keeps the session: a
+    /// job whose guest has ended queues nothing more of its own accord, it
+    /// only waits for answers and settles.
+    pub(crate) fn leave(&mut self) {
+        if std::mem::replace(&mut self.counted, false) {
+            self.session.session.remove_tenant();
+        }
     }
 }
 
 impl Drop for Tenancy {
     fn drop(&mut self) {
-        self.0.session.remove_tenant();
+        self.leave();
     }
 }
 
 impl std::ops::Deref for Tenancy {
     type Target = Arc<SharedSession>;
     fn deref(&self) -> &Arc<SharedSession> {
-        &self.0
+        &self.session
     }
 }
 

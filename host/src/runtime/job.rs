@@ -1,6 +1,8 @@
 //! One job: a fresh `Store` and instance, the memory limit, the wall-clock
 //! limit, cancellation — and, whatever happened, the release of every lock the
-//! job still holds before its outcome is returned.
+//! job still holds before its outcome is returned. A caller that runs jobs one
+//! after another may start the next guest while the last job's release
+//! finishes ([`Runtime::run_guest`], [`EndedJob::finish`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use wasmtime::Store;
 use super::imports::JobState;
 use super::worker::Entry;
 use super::{JobLimits, Runtime, Worker};
-use crate::db::{Fencing, JobSession, LockStats, ReleaseOutcome};
+use crate::db::{Fencing, JobSession, LockStats, PendingRelease, ReleaseOutcome};
 
 /// How a job failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +77,42 @@ enum Ended {
     Cancelled,
 }
 
+/// A job whose guest has ended, its locks' release still under way.
+/// Dropped unfinished, the release still completes on a task of its own.
+pub struct EndedJob {
+    job_id: u64,
+    result: Result<Vec<u8>, JobError>,
+    started: Instant,
+    db: Arc<JobSession>,
+    release: PendingRelease,
+}
+
+impl EndedJob {
+    /// What the guest answered.
+    pub fn result(&self) -> &Result<Vec<u8>, JobError> {
+        &self.result
+    }
+
+    /// Whether the job ended holding locks its guest never released (see
+    /// [`PendingRelease::holds_locks`]): a lane finishes such a job before
+    /// its next one, so that the next job never finds them taken.
+    pub fn holds_locks(&self) -> bool {
+        self.release.holds_locks()
+    }
+
+    /// Waits until the job's locks are released; the outcome is the job's
+    /// report.
+    pub async fn finish(self) -> JobOutcome {
+        let EndedJob { job_id, result, started, db, release } = self;
+        let release = release.finish().await;
+        if let ReleaseOutcome::Closed { reason } = &release {
+            tracing::debug!(job = job_id, %reason, "job session closed");
+        }
+        let locks = db.take_stats().await;
+        JobOutcome { job_id, result, duration: started.elapsed(), release, locks }
+    }
+}
+
 impl Runtime {
     /// Runs one job of `worker` with `input`. Always releases the job's
     /// locks before returning, whether the guest returned, failed, trapped,
@@ -88,6 +126,24 @@ impl Runtime {
         input: &[u8],
         cancel: &CancellationToken,
     ) -> JobOutcome {
+        self.run_guest(worker, db, input, cancel).await.finish().await
+    }
+
+    /// Runs the guest of one job, as [`Self::run_job`] does, and returns
+    /// once it has ended and its store is gone: the job's database use is
+    /// over ([`JobSession::end`]), the release of its locks is left to
+    /// [`EndedJob::finish`]. A lane that runs jobs one after another starts
+    /// its next guest before finishing the last job, so that job's queued
+    /// unlocks leave with the next job's first statement (one write instead
+    /// of two) and the thread has the next guest to run while the server
+    /// answers them (BENCHMARKS.md, "Issue 8, seventh pass").
+    pub async fn run_guest(
+        &self,
+        worker: &Worker,
+        db: Arc<JobSession>,
+        input: &[u8],
+        cancel: &CancellationToken,
+    ) -> EndedJob {
         let started = Instant::now();
         let job_id = db.job_id();
         let JobLimits { time_limit: limit, memory_limit } = worker.limits;
@@ -100,6 +156,13 @@ impl Runtime {
         let state = JobState::new(db.clone(), memory_limit, worker.buckets.clone(), command_input);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
+        // A running guest yields at the next epoch tick, and then every tick.
+        // (A store's deadline starts at 0, already passed: without setting
+        // it, every guest yielded at its first epoch check, and its lane
+        // with it: one more scheduler turn per job, and the last job's
+        // queued unlocks went out alone instead of with this job's first
+        // statement.)
+        store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
 
         let ended = {
@@ -144,12 +207,8 @@ impl Runtime {
         // The guest is gone (its drop hooks may never have run): release
         // everything it held before reporting.
         drop(store);
-        let release = db.release_all().await;
-        if let ReleaseOutcome::Closed { reason } = &release {
-            tracing::debug!(job = job_id, %reason, "job session closed");
-        }
-        let locks = db.take_stats().await;
-        JobOutcome { job_id, result, duration: started.elapsed(), release, locks }
+        let release = db.end().await;
+        EndedJob { job_id, result, started, db, release }
     }
 }
 

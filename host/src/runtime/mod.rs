@@ -10,5 +10,5 @@ mod worker;
 
 pub use engine::{Runtime, RuntimeError, RuntimeSettings};
 pub use imports::SERVED_INTERFACES;
-pub use job::{JobError, JobOutcome};
+pub use job::{EndedJob, JobError, JobOutcome};
 pub use worker::{JobLimits, Worker, WorkerError};
