@@ -67,6 +67,24 @@ static NEXT_RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 /// [`Scheduler::run`] until its guest has ended.
 pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
 
+/// A job's place in the registry: dropped, it removes the entry (its own
+/// run's only, should the id have been started again meanwhile).
+struct Registered {
+    running: Arc<Mutex<HashMap<JobId, Entry>>>,
+    id: JobId,
+    run: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.running.lock()
+            && running.get(&self.id).is_some_and(|entry| entry.run == self.run)
+        {
+            running.remove(&self.id);
+        }
+    }
+}
+
 /// Bounded slots and the jobs in them.
 pub struct Scheduler {
     runtime: Arc<Runtime>,
@@ -119,7 +137,11 @@ impl Scheduler {
     pub fn start(&self, slot: Slot, spec: JobSpec, report: impl FnOnce(JobOutcome) + Send + 'static) {
         let job = self.job(spec);
         crate::shard::spawn(async move {
-            let outcome = job.await.finish().await;
+            let (ended, registered) = job.await;
+            let outcome = ended.finish().await;
+            // Out of the registry only now: `serve` renews the leases of the
+            // jobs there, and a job's lease must outlast its release.
+            drop(registered);
             // Reported before the slot is free: once every slot is free (see
             // `idle`), every outcome has been handed over.
             report(outcome);
@@ -134,13 +156,14 @@ impl Scheduler {
     /// ([`EndedJob::finish`], its report) while it runs the next one (see
     /// [`Runtime::run_guest`]). Dropped midway, it still releases its locks.
     pub async fn run(&self, slot: Slot, spec: JobSpec) -> EndedJob {
-        let ended = self.job(spec).await;
-        drop(slot);
+        let (ended, registered) = self.job(spec).await;
+        drop((registered, slot));
         ended
     }
 
-    /// The job's guest as a future that owns all it needs, registered now.
-    fn job(&self, spec: JobSpec) -> impl Future<Output = EndedJob> + Send + 'static {
+    /// The job's guest as a future that owns all it needs, registered now;
+    /// it stays in the registry until the returned [`Registered`] is dropped.
+    fn job(&self, spec: JobSpec) -> impl Future<Output = (EndedJob, Registered)> + Send + 'static {
         let cancel = self.all.child_token();
         let run = NEXT_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let job = self.db.job_session();
@@ -157,19 +180,15 @@ impl Scheduler {
         if let Ok(mut running) = self.running.lock() {
             running.insert(spec.id, entry);
         }
-        let (runtime, running) = (self.runtime.clone(), self.running.clone());
+        let runtime = self.runtime.clone();
+        let registered = Registered { running: self.running.clone(), id: spec.id, run };
         // Every log line of the job (the guest's included) carries its id and worker.
         let span = tracing::info_span!("job", id = spec.id, worker = %spec.worker_name);
         let job = async move {
             let started = Instant::now();
             let ended = runtime.run_guest(&spec.worker, job, &spec.input, &cancel).await;
             tracing::debug!(took = ?started.elapsed(), result = ?ended.result().as_ref().map(|_| ()), "job ended");
-            if let Ok(mut running) = running.lock()
-                && running.get(&spec.id).is_some_and(|entry| entry.run == run)
-            {
-                running.remove(&spec.id);
-            }
-            ended
+            (ended, registered)
         };
         tracing::Instrument::instrument(job, span)
     }
