@@ -630,3 +630,42 @@ fn a_short_job_does_not_yield_at_its_first_epoch_check() {
     assert!(one_poll(json!([{"op": "echo"}])) >= 1, "an echo job ends in one poll");
     assert_eq!(one_poll(json!([{"op": "sleep", "ms": 5}])), 0, "a sleeping job cannot");
 }
+
+/// A job's release dropped while it waits for the answer to an unlock its
+/// guest sent still unlocks what the job held at its end, on a task of its
+/// own: dropping the future that reports a job (an abandoned caller) never
+/// leaves its locks behind. The job releases one lock itself (its unlock's
+/// answer is what the release waits for) and panics holding another. On a
+/// current-thread runtime the first poll of the release cannot have that
+/// answer yet, so it is dropped mid-wait (the branch ran: the host counts an
+/// abandoned clean-up). The held key is then freed, in `pg_locks` and in the
+/// host's table (another job's try gets it).
+#[test]
+fn a_release_dropped_mid_wait_still_unlocks_what_the_job_held() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let db = database().await;
+        let observer = observer().await;
+        let (released, held) = (Uuid::new_v4(), Uuid::new_v4());
+        let held_key = key_of(&observer, held).await;
+        let steps = json!([
+            {"op": "acquire", "entity": released},
+            {"op": "acquire", "entity": held},
+            {"op": "drop", "slot": 0},
+            {"op": "panic"},
+        ]);
+        let input = serde_json::to_vec(&json!({ "steps": steps })).expect("json");
+        let cancel = CancellationToken::new();
+        let ended = runtime().run_guest(scripted(), db.job_session(), &input, &cancel).await;
+        assert!(matches!(ended.result(), Err(JobError::Trap(_))), "{:?}", ended.result());
+        // No await from here to the drop: the unlock's answer must not be read before.
+        assert!(ended.holds_locks(), "the job ended holding a lock");
+        let abandoned = db.jobs_abandoned();
+        assert!(futures_util::FutureExt::now_or_never(ended.finish()).is_none(), "the release waits for an answer");
+        assert_eq!(db.jobs_abandoned(), abandoned + 1, "the dropped release was taken over");
+        let rows = wait_for_locks(&observer, held_key, |rows| rows.is_empty()).await;
+        assert!(rows.is_empty(), "the held lock outlived its dropped release: {rows:?}");
+        let next = run_script(&db, json!([{"op": "try", "entity": held}])).await;
+        assert!(results(&next)[0]["ok"].is_object(), "the host's table let go: {:?}", results(&next));
+    });
+}
