@@ -181,7 +181,7 @@ fn threads_sets_the_shards_and_jobs_run_on_any() {
     let bench = guest_path("pinlock_test_bench.wasm");
     let input = serde_json::json!({"op": "hold", "entities": [Uuid::new_v4()], "hold_ms": 1000}).to_string();
     for (threads, others) in [("1", 0), ("3", 2)] {
-        let mut child = pinlock()
+        let child = pinlock()
             .args(["--threads", threads, "run", &bench, "--jobs", "2", "--concurrency", "2", "--input", &input])
             .env("DATABASE_URL", database_url())
             .stdout(std::process::Stdio::piped())

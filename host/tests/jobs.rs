@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use pinlock::batch::Batch;
 use pinlock::db::{Database, DbConfig, DbSettings, ReleaseOutcome};
-use pinlock::runtime::{JobError, JobOutcome, Runtime, RuntimeSettings, WorkerError};
+use pinlock::runtime::{JobError, JobOutcome, WorkerError};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -489,16 +489,11 @@ async fn run_batch(
     jobs: u64,
     steps: impl Fn(u64) -> Value + Send + Sync + 'static,
 ) -> (Vec<JobOutcome>, Vec<Instant>, Vec<Instant>) {
-    let runtime = Arc::new(
-        Runtime::new(RuntimeSettings { max_concurrent_jobs: 8, memory_limit: MEMORY_LIMIT, time_limit: TIME_LIMIT })
-            .expect("runtime"),
-    );
-    let worker = Arc::new(runtime.load_file(guest_path("pinlock_test_scripted.wasm").as_ref()).expect("loads"));
     let started = Arc::new(std::sync::Mutex::new(Vec::new()));
     let taken = started.clone();
     let batch = Batch {
-        runtime,
-        worker,
+        runtime: runtime().clone(),
+        worker: scripted().clone(),
         db: db.clone(),
         jobs,
         concurrency,

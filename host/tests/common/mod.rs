@@ -31,19 +31,27 @@ pub fn guest_path(file: &str) -> String {
 }
 
 /// One runtime per test binary (compiling components is the slow part).
-pub fn runtime() -> &'static Runtime {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+pub fn runtime() -> &'static Arc<Runtime> {
+    static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        Runtime::new(RuntimeSettings { max_concurrent_jobs: 64, memory_limit: MEMORY_LIMIT, time_limit: TIME_LIMIT })
-            .expect("runtime")
+        Arc::new(
+            Runtime::new(RuntimeSettings {
+                max_concurrent_jobs: 64,
+                memory_limit: MEMORY_LIMIT,
+                time_limit: TIME_LIMIT,
+            })
+            .expect("runtime"),
+        )
     })
 }
 
 /// The scripted fixture: does whatever its input script says.
-pub fn scripted() -> &'static Worker {
-    static WORKER: OnceLock<Worker> = OnceLock::new();
+pub fn scripted() -> &'static Arc<Worker> {
+    static WORKER: OnceLock<Arc<Worker>> = OnceLock::new();
     WORKER.get_or_init(|| {
-        runtime().load_file(guest_path("pinlock_test_scripted.wasm").as_ref()).expect("scripted fixture loads")
+        Arc::new(
+            runtime().load_file(guest_path("pinlock_test_scripted.wasm").as_ref()).expect("scripted fixture loads"),
+        )
     })
 }
 
