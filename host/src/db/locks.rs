@@ -589,19 +589,21 @@ async fn fence_after_the_fact(state: &mut JobLocks, fencing: Fencing) -> Result<
 
 /// `pg_try_advisory_lock*`: the fence when granted, `None` when taken.
 async fn try_lock(state: &mut JobLocks, key: i64, mode: LockMode, fencing: Fencing) -> Result<Option<u64>, LockError> {
-    let session = state.pinned()?;
-    let mut answer = session.lock_statement(session.stmts.try_lock(mode, fencing), &[&key]).await;
-    if matches!(&answer, Err(e) if session.absorb_stale_cancel(e)) {
-        // A stale cancel hit it, maybe after the grant.
-        if holds(state, key, mode).await? {
-            return fence_after_the_fact(state, fencing).await.map(Some);
-        }
+    loop {
         let session = state.pinned()?;
-        answer = session.lock_statement(session.stmts.try_lock(mode, fencing), &[&key]).await;
-    }
-    match answer.and_then(|row| row.try_get::<_, Option<i64>>(0)) {
-        Ok(fence) => Ok(fence.map(|f| f as u64)),
-        Err(e) => Err(state.classify_failure(&e)),
+        let answer = session.lock_statement(session.stmts.try_lock(mode, fencing), &[&key]).await;
+        if matches!(&answer, Err(e) if session.absorb_stale_cancel(e)) {
+            // A stale cancel hit it, maybe after the grant (see
+            // `super::session`): ask the server, else try again.
+            if holds(state, key, mode).await? {
+                return fence_after_the_fact(state, fencing).await.map(Some);
+            }
+            continue;
+        }
+        return match answer.and_then(|row| row.try_get::<_, Option<i64>>(0)) {
+            Ok(fence) => Ok(fence.map(|f| f as u64)),
+            Err(e) => Err(state.classify_failure(&e)),
+        };
     }
 }
 
@@ -629,7 +631,8 @@ async fn wait_for_grant(
                     match tokio::time::timeout(CANCEL_TAKES_EFFECT, waiting).await {
                         Ok(settled) => {
                             if let Err(e) = &settled {
-                                // Our own cancel, seen: not stale any more.
+                                // Our own cancel, seen (once: it may come
+                                // again, see `super::session`).
                                 session.absorb_stale_cancel(e);
                             }
                             Waited::Cancelled(settled)
