@@ -5,6 +5,12 @@ mod config;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: a job allocates and frees many
+/// small objects (its store, futures, statements, rows), and the bench's
+/// throughput rose 4–8 % with it (BENCHMARKS.md, "Issue 8, eighth pass").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Run sandboxed WebAssembly jobs that hold distributed locks on PostgreSQL.
 #[derive(Parser)]
 #[command(name = "pinlock", version, about)]
