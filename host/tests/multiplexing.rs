@@ -556,3 +556,63 @@ async fn a_job_admitted_while_an_unlock_is_in_flight_follows_it() {
         }
     }
 }
+
+/// Stops a backend (SIGSTOP) until dropped, so that a failing test never
+/// leaves one stopped.
+struct Stopped(i32);
+
+impl Stopped {
+    fn new(pid: i32) -> Self {
+        signal_backend("-STOP", pid);
+        Self(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal_backend("-CONT", self.0);
+    }
+}
+
+fn signal_backend(signal: &str, pid: i32) {
+    let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// A released lock's unlock that its shared session's server never answers
+/// (the backend is stopped) holds the job's end up only for the release
+/// bound (5 s), then for the session's termination (at most 5 s more): the
+/// session is closed, and the lock is free once the backend runs again and
+/// takes its termination. Before the bound, the job's end waited as long as
+/// the backend stayed stopped (the control: the unlock is unanswered, and
+/// the end has not returned, after 3 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unanswered_unlock_on_a_shared_session_closes_it_within_the_release_bound() {
+    let Setup { db, observer, entity, key } = setup().await;
+    let job = db.job_session();
+    let grant = job.acquire(entity, LockMode::Exclusive, None).await.expect("granted");
+    let pid = job.backend_pid().await.expect("session");
+    let stopped = Stopped::new(pid);
+    job.release(grant.id).await.expect("release sent");
+    let started = Instant::now();
+    let ending = {
+        let job = job.clone();
+        tokio::spawn(async move { job.release_all().await })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!ending.is_finished(), "control: the end waits for the unlock's answer");
+    assert_eq!(locks_on(&observer, key).await.len(), 1, "control: the stopped backend still holds the lock");
+    let outcome = tokio::time::timeout(Duration::from_secs(15), ending).await;
+    let waited = started.elapsed();
+    drop(stopped);
+    outcome.expect("the job's end returned while the backend was stopped").expect("task");
+    assert!(waited >= Duration::from_secs(5), "the bound ran out first: {waited:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !locks_on(&observer, key).await.is_empty() {
+        assert!(Instant::now() < deadline, "the lock outlived its closed session");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let other = db.job_session();
+    other.try_acquire(entity, LockMode::Exclusive).await.expect("try").expect("the entity is free");
+    other.release_all().await;
+}

@@ -39,8 +39,9 @@ use super::pool::{Checkout, CheckoutError, PinnedSession, SharedSession, Tenancy
 use super::{Database, LockError, Session};
 use crate::latency::CompactHist;
 
-/// How long the end-of-job unlock may take before the session is closed instead.
-const RELEASE_ALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the end-of-job unlock (and a released lock's unlock on a shared
+/// session) may take before the session is closed instead.
+pub(crate) const RELEASE_ALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Lock wait and hold times of one job, in bounded memory.
 #[derive(Debug, Default, Clone)]

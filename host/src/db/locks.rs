@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::error::{code_of, sqlstate};
-use super::job_session::JobLocks;
+use super::job_session::{JobLocks, RELEASE_ALL_TIMEOUT};
 use super::pool::{Checkout, SharedSession};
 use super::stats::AcquireResult;
 use super::table::{Entered, Ticket, Withdrawn};
@@ -510,8 +510,9 @@ impl Drop for Orphaned<'_, '_, '_> {
 
 /// Sends the unlock of `pair` on a shared session without waiting for it
 /// (the job's end waits for it, so no lock outlives the job's report); the
-/// table lets local waiters in once the server has it. If the unlock fails,
-/// whether the lock is held is unknown: the session is closed. The returned
+/// table lets local waiters in once the server has it. If the unlock fails
+/// or goes unanswered for [`RELEASE_ALL_TIMEOUT`], whether the lock is held
+/// is unknown: the session is closed. The returned
 /// future goes to [`super::job_session::PendingUnlocks`], which polls it
 /// once at once (that sends the unlock) and drives it to its end later.
 fn release_on_shared(
@@ -531,18 +532,26 @@ fn release_on_shared(
         // per hand-off instead of two). Anyone else queued on the server
         // is still granted first.
         let (answered, left) = match (&mut unlocking).now_or_never() {
-            Some(answer) => (answer, false),
+            Some(answer) => (Some(answer), false),
             None => {
                 db.table.unlock_sent(key, job, mode, &shared);
-                let answered = unlocking.await;
+                // Bounded like the end-of-job unlock: the job reports only
+                // after this, so a server that stopped answering must not
+                // hold it up for good.
+                let answered = tokio::time::timeout(RELEASE_ALL_TIMEOUT, unlocking).await.ok();
                 db.table.unlock_answered(key);
                 (answered, true)
             }
         };
-        match answered {
-            Ok(_) => shared.sub_locks(1),
-            Err(e) => {
-                tracing::warn!(error = %super::error::describe(&e), "unlock on a shared session failed; closing it");
+        let failure = match answered {
+            Some(Ok(_)) => None,
+            Some(Err(e)) => Some(super::error::describe(&e)),
+            None => Some(format!("no answer within {RELEASE_ALL_TIMEOUT:?}")),
+        };
+        match failure {
+            None => shared.sub_locks(1),
+            Some(error) => {
+                tracing::warn!(%error, "unlock on a shared session failed; closing it");
                 db.pool.close_shared(&shared).await;
             }
         }
