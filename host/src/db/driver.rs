@@ -5,18 +5,19 @@
 //!   arrived, a statement was queued), one scheduler turn late
 //!   ([`coalesced`]), so that the statements the thread's ready jobs queue
 //!   in that turn go out in one `send`;
-//! - on a session that **few jobs** share (a job's own session, or a shared
-//!   one with at most [`EAGER_WRITE_TENANTS`] tenants), a job that waits for
-//!   an answer polls it itself, right after queueing the statement
-//!   ([`Driver::write_now`]), so the server starts on it at once.
+//! - on a session a job has **to itself** (its own session, or a shared one
+//!   with no other tenant: at most [`EAGER_WRITE_TENANTS`]), a job that
+//!   waits for an answer polls it itself, right after queueing the
+//!   statement ([`Driver::write_now`]), so the server starts on it at once.
 //!
-//! Why both (BENCHMARKS.md, "Issue 8, sixth pass"): with many jobs on a
-//! session, the thread always has other jobs to run while the server
-//! answers, and one write per turn carries many statements. With four, the
-//! jobs fell into lockstep: all four ran on the host while the server
-//! idled, then all four waited while the server answered their one write.
-//! Writing at once lets the server work on one job's statement while the
-//! host runs the next job.
+//! Why both (BENCHMARKS.md, "Issue 8, sixth pass" and "eighth pass"): with
+//! other jobs on a session, the thread has other jobs to run while the
+//! server answers, and one write per turn carries several statements. A job
+//! alone has nobody to share a write with: waiting a turn would only delay
+//! it. (In the sixth pass, four jobs on a session fell into lockstep without
+//! eager writes, and writing at once up to four tenants helped; since a
+//! batch lane runs its next guest while the last job's release finishes,
+//! seventh pass, they no longer do, and at four the extra sends cost more.)
 //!
 //! Every poll passes the task's waker, so whatever the connection waits for
 //! (the socket, the queue) wakes the task, whoever polled. The future sits
@@ -31,11 +32,11 @@ use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::{Connection, Socket};
 
 /// Up to this many jobs on a session, a statement a job waits for is
-/// written at once (see the module docs). Measured: at 4 jobs on one
-/// session, writing at once took throughput from 0.31 to 0.56–0.59 × the
-/// floor; at 8 and more it cost 17–24 %, because the thread is busy anyway
-/// and each extra `send` wakes the backend on this process's CPU.
-pub(crate) const EAGER_WRITE_TENANTS: usize = 4;
+/// written at once (see the module docs). Measured at C = 4 (four jobs on
+/// one session, after scenario 1): 1 gave 35.4–37.2k jobs/s where 4 gave
+/// 31.9–34.7k (each extra `send` wakes the backend, which a VM pays dearly
+/// for); at 8 and more tenants writing at once cost 17–24 % (sixth pass).
+pub(crate) const EAGER_WRITE_TENANTS: usize = 1;
 
 type Driven = Pin<Box<Connection<Socket, NoTlsStream>>>;
 

@@ -314,14 +314,14 @@ impl Session {
     }
 
     /// Runs `call`, a statement queued through this session's client that
-    /// the caller waits for: written at once if few jobs share the session
-    /// (see [`super::driver`]).
+    /// the caller waits for: written at once if no other job shares the
+    /// session (see [`super::driver`]).
     pub(crate) async fn awaited<T>(&self, call: impl Future<Output = T>) -> T {
         self.driver.awaited(call).await
     }
 
-    /// Writes what is queued on the session now if few jobs share it (a
-    /// job's end, waiting for the answers to its unlocks).
+    /// Writes what is queued on the session now if no other job shares it
+    /// (a job's end, waiting for the answers to its unlocks).
     pub(crate) fn write_now(&self) {
         self.driver.write_now();
     }
@@ -496,14 +496,14 @@ mod tests {
         .expect("observer thread")
     }
 
-    /// On a session few jobs share, a statement a job waits for is written
-    /// by the job's own poll: the server has it although the connection's
-    /// task never ran (the thread is blocked right after the first poll).
-    /// The twin: on a session more jobs share, the same statement waits for
+    /// On a session no other job shares, a statement a job waits for is
+    /// written by the job's own poll: the server has it although the
+    /// connection's task never ran (the thread is blocked right after the
+    /// first poll). The twin: on a session jobs share, the same statement waits for
     /// the task's next turn (see `super::driver`); once the thread is free,
     /// the task writes it.
     #[test]
-    fn a_waited_statement_is_written_at_once_only_where_few_jobs_share() {
+    fn a_waited_statement_is_written_at_once_only_where_a_job_is_alone() {
         use futures_util::FutureExt;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         runtime.block_on(async {
