@@ -351,12 +351,17 @@ impl Session {
         result
     }
 
+    /// Counts the 57014s a cancel request just sent may still cause.
+    fn count_cancel_sent(&self) {
+        self.stale_cancels.fetch_add(DELIVERIES_PER_CANCEL, Ordering::AcqRel);
+    }
+
     /// Asks the server to cancel whatever this session is running now.
     /// Returns whether the request was delivered.
     pub(crate) async fn cancel_running(&self) -> bool {
         match self.cancel.cancel_query(NoTls).await {
             Ok(()) => {
-                self.stale_cancels.fetch_add(DELIVERIES_PER_CANCEL, Ordering::AcqRel);
+                self.count_cancel_sent();
                 true
             }
             Err(err) => {
@@ -415,31 +420,31 @@ mod tests {
     }
 
     /// One cancel request may cancel two statements (the postmaster signals
-    /// the backend and its process group; see the module docs). Here the
-    /// request, sent by `cancel_running` while a statement runs, cancels it;
-    /// the second delivery (played by `pg_cancel_backend`, which signals once)
-    /// hits the statement's retry. Both are absorbed: the statement runs to
-    /// its end on the third try, and no cancel is left to come. The control
-    /// is `without_a_pending_cancel_a_57014_is_an_error`.
+    /// the backend and its process group; see the module docs). Played here
+    /// by two `pg_cancel_backend`s (each signals once) after counting a
+    /// request as sent, so that the test does not depend on the request's
+    /// own timing: the first cancels a running statement, the second its
+    /// retry. Both are absorbed: the statement runs to its end on the third
+    /// try, and no cancel is left to come. With one 57014 counted per
+    /// request, the second fails the statement; the control is
+    /// `without_a_pending_cancel_a_57014_is_an_error`.
     #[tokio::test(flavor = "multi_thread")]
     async fn one_cancel_request_may_cancel_two_statements() {
-        let session = Arc::new(open_session().await);
+        let session = open_session().await;
         let sleep = session.client.prepare("SELECT pg_sleep(0.4)::text").await.expect("prepare");
         let (other, connection) = config().open().await.expect("second connection");
         tokio::spawn(connection);
         let pid = session.backend_pid();
-        let canceller = {
-            let session = session.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                assert!(session.cancel_running().await, "the cancel request was sent");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                other.execute("SELECT pg_cancel_backend($1)", &[&pid]).await.expect("second delivery");
-            })
-        };
+        session.count_cancel_sent();
+        let deliveries = tokio::spawn(async move {
+            for pause in [100, 200] {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                other.execute("SELECT pg_cancel_backend($1)", &[&pid]).await.expect("a delivery");
+            }
+        });
         let started = std::time::Instant::now();
         let result = session.query_one(&sleep, &[]).await;
-        canceller.await.expect("canceller");
+        deliveries.await.expect("deliveries");
         assert!(result.is_ok(), "both deliveries absorbed: {result:?}");
         // Two tries cut short, then a whole one: the branch ran twice.
         assert!(started.elapsed() >= Duration::from_millis(650), "only {:?}", started.elapsed());
@@ -499,9 +504,9 @@ mod tests {
     /// On a session no other job shares, a statement a job waits for is
     /// written by the job's own poll: the server has it although the
     /// connection's task never ran (the thread is blocked right after the
-    /// first poll). The twin: on a session jobs share, the same statement waits for
-    /// the task's next turn (see `super::driver`); once the thread is free,
-    /// the task writes it.
+    /// first poll). The twin: on a session jobs share, the same statement
+    /// waits for the task's next turn (see `super::driver`); once the thread
+    /// is free, the task writes it.
     #[test]
     fn a_waited_statement_is_written_at_once_only_where_a_job_is_alone() {
         use futures_util::FutureExt;
@@ -544,9 +549,10 @@ mod tests {
     /// `--ignored --nocapture`): cancel requests, each sent while the backend
     /// has a queue of short statements to run, and how many statements each
     /// cancelled. On the machine of the fix, 18–23 % of them cancelled two
-    /// (55 and 69 of 300 requests in two runs). Asserted: none cancels more than two, and the control,
-    /// `pg_cancel_backend` (which signals once), at most one (a cancel that
-    /// lands while the backend reads the next statement is ignored).
+    /// (55 and 69 of 300 requests in two runs). Asserted: none cancels more
+    /// than two, and the control, `pg_cancel_backend` (which signals once),
+    /// at most one (a cancel that lands while the backend reads the next
+    /// statement is ignored).
     #[tokio::test(flavor = "multi_thread")]
     #[ignore = "a measurement of the server, printed"]
     async fn count_the_statements_each_cancel_request_cancels() {
