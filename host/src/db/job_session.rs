@@ -618,9 +618,10 @@ impl JobLocks {
         GrantId(self.next_grant)
     }
 
-    /// Maps a failed statement to the error the guest sees, retiring the
-    /// session when the failure means it is gone (`Lost` if it held locks).
-    pub(crate) fn classify_failure(&mut self, err: &tokio_postgres::Error) -> LockError {
+    /// Records what a failed statement means for the session, retiring it
+    /// when it is gone and marking it suspect otherwise, and returns the
+    /// error the guest sees (`Lost` if the retired session held locks).
+    pub(crate) fn record_failure(&mut self, err: &tokio_postgres::Error) -> LockError {
         let gone = err.is_closed() || ends_session(err) || !self.session_alive();
         if gone {
             return self.retire_because(LockError::Unavailable(format!("database session ended: {}", describe(err))));

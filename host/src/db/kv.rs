@@ -257,7 +257,7 @@ impl JobSession {
             Err(e) if code_of(&e).is_some_and(|code| code.starts_with("22")) => {
                 Err(KvError::InvalidInput(describe(&e)))
             }
-            Err(e) => Err(match state.classify_failure(&e) {
+            Err(e) => Err(match state.record_failure(&e) {
                 // The session died under the call (with or without locks):
                 // nothing more was written on it.
                 err @ (LockError::Lost | LockError::Unavailable(_)) if !state.session_alive() => kv_error(err),

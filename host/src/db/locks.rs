@@ -133,7 +133,7 @@ impl JobSession {
         let session = state.session(&self.db, if try_only { Checkout::Now } else { Checkout::Until(deadline) }).await?;
         let key = match self.db.keys.key_for(entity, session).await {
             Ok(key) => key,
-            Err(e) => return Err(state.classify_failure(&e)),
+            Err(e) => return Err(state.record_failure(&e)),
         };
         let fencing = self.fencing();
         if state.counts.contains_key(&(key, mode)) {
@@ -319,7 +319,7 @@ impl JobSession {
                 Ok(())
             }
             Err(e) => {
-                let err = state.classify_failure(&e);
+                let err = state.record_failure(&e);
                 if !state.session_alive() {
                     // Gone with its session (this grant was in `held`, so
                     // the others are lost now): this one is released, lost.
@@ -437,7 +437,7 @@ async fn try_on_shared(
                 }
                 Ok(fence.map(|f| f as u64))
             }
-            Err(e) => Err(state.classify_failure(&e)),
+            Err(e) => Err(state.record_failure(&e)),
         };
     }
     let (answer, answered) = oneshot::channel();
@@ -459,7 +459,7 @@ async fn try_on_shared(
     });
     match answered.await {
         Ok(Ok(fence)) => Ok(fence.map(|f| f as u64)),
-        Ok(Err(e)) => Err(state.classify_failure(&e)),
+        Ok(Err(e)) => Err(state.record_failure(&e)),
         Err(_task_gone) => Err(LockError::Unavailable("the lock statement's task ended without an answer".into())),
     }
 }
@@ -583,7 +583,7 @@ async fn next_fence(state: &mut JobLocks) -> Result<u64, LockError> {
     let result = session.query_one(&session.stmts.next_fence, &[]).await;
     match result.and_then(|row| row.try_get::<_, i64>(0)) {
         Ok(fence) => Ok(fence as u64),
-        Err(e) => Err(state.classify_failure(&e)),
+        Err(e) => Err(state.record_failure(&e)),
     }
 }
 
@@ -611,7 +611,7 @@ async fn try_lock(state: &mut JobLocks, key: i64, mode: LockMode, fencing: Fenci
         }
         return match answer.and_then(|row| row.try_get::<_, Option<i64>>(0)) {
             Ok(fence) => Ok(fence.map(|f| f as u64)),
-            Err(e) => Err(state.classify_failure(&e)),
+            Err(e) => Err(state.record_failure(&e)),
         };
     }
 }
@@ -659,7 +659,7 @@ async fn wait_for_grant(
                 // `lock_timeout` set on the role or database (55P03), or a
                 // cancel from elsewhere: granted or not, the server knows.
                 Err(e) if is_cancel(&e) => unlock_if_granted(state, db, key, mode).await,
-                Err(e) => Err(state.classify_failure(&e)),
+                Err(e) => Err(state.record_failure(&e)),
             },
             Waited::HitByStaleCancel => {
                 if holds(state, key, mode).await? {
@@ -672,7 +672,7 @@ async fn wait_for_grant(
             Waited::Cancelled(Ok(_)) => unlock_late_grant(state, db, key, mode).await,
             // Cancelled, but maybe after the grant: ask the server.
             Waited::Cancelled(Err(e)) if is_cancel(&e) => unlock_if_granted(state, db, key, mode).await,
-            Waited::Cancelled(Err(e)) => Err(state.classify_failure(&e)),
+            Waited::Cancelled(Err(e)) => Err(state.record_failure(&e)),
             Waited::CancelFailed => {
                 // The wait goes on server-side: only ending the backend
                 // stops it (which also drops the job's other locks).
@@ -705,7 +705,7 @@ async fn holds(state: &mut JobLocks, key: i64, mode: LockMode) -> Result<bool, L
         Ok(held) => Ok(held),
         Err(e) => {
             // Cannot tell whether it is held: the session must go.
-            let err = state.classify_failure(&e);
+            let err = state.record_failure(&e);
             Err(state.retire_because(err))
         }
     }
@@ -725,7 +725,7 @@ async fn unlock_late_grant(state: &mut JobLocks, db: &Database, key: i64, mode: 
         Ok(_) => Err(LockError::Timeout),
         Err(e) => {
             // Cannot prove it is not held: close the session.
-            match state.classify_failure(&e) {
+            match state.record_failure(&e) {
                 LockError::Lost => Err(LockError::Lost),
                 _ => Err(state.retire_because(LockError::Timeout)),
             }
