@@ -607,11 +607,8 @@ async fn an_unanswered_unlock_on_a_shared_session_closes_it_within_the_release_b
     drop(stopped);
     outcome.expect("the job's end returned while the backend was stopped").expect("task");
     assert!(waited >= Duration::from_secs(5), "the bound ran out first: {waited:?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !locks_on(&observer, key).await.is_empty() {
-        assert!(Instant::now() < deadline, "the lock outlived its closed session");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let left = wait_for_locks(&observer, key, <[_]>::is_empty).await;
+    assert!(left.is_empty(), "the lock outlived its closed session: {left:?}");
     let other = db.job_session();
     other.try_acquire(entity, LockMode::Exclusive).await.expect("try").expect("the entity is free");
     other.release_all().await;
