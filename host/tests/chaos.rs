@@ -283,12 +283,6 @@ impl Drop for Fleet {
     }
 }
 
-/// Sends `signal` (`-STOP`, `-CONT`) to a process.
-fn signal(signal: &str, pid: u32) {
-    let status = Command::new("kill").args([signal, &pid.to_string()]).status().expect("run kill");
-    assert!(status.success(), "kill {signal} {pid} failed");
-}
-
 // ---------------------------------------------------------------------------
 // Outputs and the checker.
 

@@ -563,20 +563,15 @@ struct Stopped(i32);
 
 impl Stopped {
     fn new(pid: i32) -> Self {
-        signal_backend("-STOP", pid);
+        signal("-STOP", pid);
         Self(pid)
     }
 }
 
 impl Drop for Stopped {
     fn drop(&mut self) {
-        signal_backend("-CONT", self.0);
+        signal("-CONT", self.0);
     }
-}
-
-fn signal_backend(signal: &str, pid: i32) {
-    let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("run kill");
-    assert!(status.success(), "kill {signal} {pid} failed");
 }
 
 /// A released lock's unlock that its shared session's server never answers

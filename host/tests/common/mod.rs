@@ -92,6 +92,13 @@ pub async fn observer() -> Client {
     client
 }
 
+/// Sends `signal` (`-STOP`, `-CONT`) to a process: a pinlock host, or a
+/// PostgreSQL backend (the tests run as root).
+pub fn signal(signal: &str, pid: impl std::fmt::Display) {
+    let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
 /// The advisory key pinlock uses for `entity` (maps it if new).
 pub async fn key_of(observer: &Client, entity: Uuid) -> i64 {
     observer
